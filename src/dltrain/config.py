@@ -1,0 +1,138 @@
+"""Config composition and validation.
+
+`compose_config` gives the Python API the same composition and checks as `train.py`. `validate` looks
+at a composed config and returns *every* mistake it finds, so a user fixes them all in one go instead of
+discovering them one training start at a time.
+"""
+from __future__ import annotations
+
+import datetime
+import secrets
+from pathlib import Path
+from typing import Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+# One id per process: Hydra resolves the run/sweep dir once, and two runs started in the same second by
+# different processes still get different directories.
+RUN_ID = secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("dltrain.run_id"):
+        OmegaConf.register_new_resolver("dltrain.run_id", lambda: RUN_ID)
+
+
+register_resolvers()
+
+
+def config_dir() -> Path:
+    """The repository's `configs/` (dltrain is used from a checkout, installed editable)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "configs" / "train.yaml"
+        if candidate.is_file():
+            return candidate.parent
+    raise FileNotFoundError(f"no configs/train.yaml above {here}; install dltrain from its checkout (pip install -e .)")
+
+
+class ConfigError(ValueError):
+    """A config that must not start a run; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def new_run_dir(root: str | Path = "outputs") -> Path:
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return Path(root) / "runs" / f"{stamp}_{secrets.token_hex(3)}"
+
+
+def compose_config(overrides: Iterable[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """Compose configs/train.yaml with `overrides` exactly as train.py would, then validate it.
+
+    The run directory is not created; `output_dir` defaults to a fresh outputs/runs/<time>_<id>.
+    """
+    from hydra import compose, initialize_config_dir
+
+    overrides = list(overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+        cfg = compose(config_name="train", overrides=overrides)
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths.output_dir = str(output_dir or new_run_dir())
+    cfg.name = cfg.name or ",".join(overrides) or "default"
+    OmegaConf.set_struct(cfg, True)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: DictConfig) -> None:
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _choice(problems: list[str], cfg: DictConfig, key: str, allowed: Iterable) -> None:
+    allowed = list(allowed)
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        problems.append(f"{key}={value!r} is not one of {allowed}")
+
+
+def _range(problems: list[str], cfg: DictConfig, key: str, lo=None, hi=None, lo_open=False, hi_open=False,
+           allow_none=False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"{key}={value!r} must be a number")
+        return
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        problems.append(f"{key}={value!r} must lie in {left}{'-inf' if lo is None else lo}, "
+                        f"{'inf' if hi is None else hi}{right}")
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """Every problem with `cfg`, each naming the key, the bad value and what is allowed."""
+    p: list[str] = []
+    t = "trainer."
+    _choice(p, cfg, t + "accelerator", ["auto", "cpu", "cuda"])
+    _choice(p, cfg, t + "strategy", ["single", "dp", "ddp"])
+    _choice(p, cfg, t + "precision", ["32", "bf16", "16"])
+    _range(p, cfg, t + "max_epochs", lo=1)
+    _range(p, cfg, t + "accumulate_grad_batches", lo=1)
+    _range(p, cfg, t + "diagnostics_every_n_steps", lo=0)
+    _range(p, cfg, t + "log_every_n_steps", lo=1)
+    _range(p, cfg, t + "grad_clip", lo=0, lo_open=True, allow_none=True)
+    _range(p, cfg, t + "ema_decay", lo=0, hi=1, lo_open=True, hi_open=True, allow_none=True)
+    _choice(p, cfg, t + "progress_bar", ["auto", True, False])
+    for key in ("limit_train_batches", "limit_val_batches"):
+        _range(p, cfg, t + key, lo=0, lo_open=True, allow_none=True)
+    _range(p, cfg, "optimizer.lr", lo=0, lo_open=True)
+    _range(p, cfg, "data.batch_size", lo=1)
+    _range(p, cfg, "data.val_size", lo=0)
+    _choice(p, cfg, "data.normalize", ["standardize", "minmax", "none"])
+    _choice(p, cfg, "data.resident", ["auto", True, False])
+    _choice(p, cfg, "norm.placement", ["pre_activation", "post_activation"])
+    _choice(p, cfg, "scheduler.interval", ["epoch", "step"])
+    r = "regularizer."
+    for key in ("dropout", "dropconnect", "drop_path", "label_smoothing"):
+        _range(p, cfg, r + key, lo=0, hi=1, hi_open=True)
+    for key in ("l1", "l2", "input_noise"):
+        _range(p, cfg, r + key, lo=0)
+    _range(p, cfg, r + "early_stopping.patience", lo=1, allow_none=True)
+    _choice(p, cfg, r + "early_stopping.mode", ["min", "max"])
+    for key in ("flip",):
+        _range(p, cfg, "augment." + key, lo=0, hi=1)
+    for key in ("crop", "rotation", "brightness", "contrast"):
+        _range(p, cfg, "augment." + key, lo=0)
+    if cfg.model.get("depth") is not None:
+        _range(p, cfg, "model.depth", lo=0 if "mlp" in str(cfg.model._target_) else 1)
+    if cfg.model.get("width") is not None:
+        _range(p, cfg, "model.width", lo=1)
+    return p

@@ -1,0 +1,41 @@
+"""Models assembled from the config: the architecture (`model`) built with the chosen activation, norm,
+regulariser settings and initialiser."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from dltrain.instantiate import instantiate_without
+from dltrain.nn import init as init_lib
+
+_OWN_KEYS = ("init_from", "freeze_backbone")
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The nn.Module that cfg describes, initialised per cfg.init (and from cfg.model.init_from if set)."""
+    r = cfg.regularizer
+    regularizer_args = dict(dropout=r.dropout, dropconnect=r.dropconnect, input_noise=r.input_noise)
+    if "drop_path" in cfg.model:          # only residual models have branches to drop
+        regularizer_args["drop_path"] = r.drop_path
+    model = instantiate_without(
+        cfg.model, _OWN_KEYS,
+        in_shape=list(cfg.data.in_shape), num_classes=cfg.data.num_classes,
+        activation=instantiate_without(cfg.activation),
+        norm=instantiate_without(cfg.norm, ("placement",)), placement=cfg.norm.placement,
+        **regularizer_args,
+    )
+    init_lib.apply(model, instantiate_without(cfg.init))
+    if cfg.model.get("init_from"):
+        load_weights(model, cfg.model.init_from)
+    if cfg.model.get("freeze_backbone"):
+        model.backbone.requires_grad_(False)
+    return model
+
+
+def load_weights(model: nn.Module, checkpoint: str) -> None:
+    """Load a dltrain checkpoint's backbone (and head, when the shapes agree) into model."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    own = model.state_dict()
+    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(compatible, strict=False)

@@ -1,0 +1,1 @@
+"""Building blocks that the config names: activations, initialisers, norms, regularisers, losses, metrics."""

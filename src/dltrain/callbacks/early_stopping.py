@@ -1,0 +1,39 @@
+"""Early stopping: stop when `monitor` has not improved for `patience` epochs."""
+from __future__ import annotations
+
+import logging
+
+from dltrain.callbacks.base import Callback
+
+log = logging.getLogger("dltrain")
+
+
+class EarlyStopping(Callback):
+    def __init__(self, patience: int, monitor: str = "val/loss", mode: str = "min", min_delta: float = 0.0):
+        self.patience, self.monitor, self.mode, self.min_delta = patience, monitor, mode, min_delta
+        self.best = None
+        self.bad_epochs = 0
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        value = metrics[self.monitor]
+        if self.improved(value):
+            self.best, self.bad_epochs = value, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            log.info("early stopping: %s has not improved on %.4g for %d epochs", self.monitor, self.best,
+                     self.patience)
+            trainer.state.stop_reason = "early_stopping"
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]

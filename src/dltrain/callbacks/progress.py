@@ -1,0 +1,31 @@
+"""A tqdm progress bar over optimizer steps; off by itself when stdout is not a terminal."""
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+from dltrain.callbacks.base import Callback
+
+
+class ProgressBar(Callback):
+    def __init__(self, mode="auto"):
+        self.enabled = sys.stdout.isatty() if mode == "auto" else bool(mode)
+        self.bar = None
+
+    def on_fit_start(self, trainer) -> None:
+        if self.enabled:
+            total = trainer.steps_per_epoch * trainer.max_epochs
+            self.bar = tqdm(total=min(total, trainer.max_steps), unit="step", dynamic_ncols=True)
+
+    def on_train_step_end(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_log(self, trainer, scalars: dict, step: int) -> None:
+        if self.bar is not None and "train/loss" in scalars:
+            self.bar.set_postfix(epoch=trainer.state.epoch + 1, loss=f"{scalars['train/loss']:.4f}", refresh=False)
+
+    def on_fit_end(self, trainer, result: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,42 @@
+"""train.log in the run directory (Python logging), the model summary at start and the end-of-run summary."""
+from __future__ import annotations
+
+import logging
+
+from dltrain.callbacks.base import Callback
+
+log = logging.getLogger("dltrain")
+
+
+class RunLog(Callback):
+    def on_fit_start(self, trainer) -> None:
+        self.handler = logging.FileHandler(trainer.out_dir / "train.log")
+        self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+        log.addHandler(self.handler)
+        log.setLevel(logging.INFO)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        log.info("run dir: %s", trainer.out_dir)
+        log.info("device: %s, %d train / %d val / %d test samples", trainer.device, len(trainer.data.train.x),
+                 len(trainer.data.val.x), len(trainer.data.test.x))
+        log.info("model: %s parameters\n%s", f"{n_params:,}", trainer.model)
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        log.info("epoch %d/%d step %d: %s", trainer.state.epoch, trainer.max_epochs, trainer.state.step, shown)
+
+    def on_fit_end(self, trainer, result: dict) -> None:
+        best, final, test = result["best"], result["final"], result["test"]
+        lines = [f"status: {result['status']} after {result['epochs']} epochs, {result['steps']} steps, "
+                 f"{result['wall_s']:.1f} s"]
+        if best["epoch"] is not None:
+            lines.append(f"best:   val/acc={best['val/acc']:.4f} val/loss={best['val/loss']:.4f} (epoch {best['epoch']})")
+        if "val/acc" in final:
+            lines.append(f"final:  val/acc={final['val/acc']:.4f} val/loss={final['val/loss']:.4f}")
+        if test:
+            lines.append("test:   " + " ".join(f"{k}={v:.4f}" for k, v in test.items()))
+        lines.append(f"run dir: {trainer.out_dir}")
+        lines.append(f"curves:  tensorboard --logdir {trainer.out_dir.parent}")
+        log.info("summary\n  %s", "\n  ".join(lines))
+        if hasattr(self, "handler"):
+            log.removeHandler(self.handler)
+            self.handler.close()

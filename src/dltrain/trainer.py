@@ -1,0 +1,260 @@
+"""The training loop: fit → (train epoch → validate → callbacks)* → test.
+
+Read it top to bottom; every option of `cfg.trainer` is one small named step. Callbacks (logging,
+checkpoints, early stopping, progress, diagnostics) hook in through `Callback` methods and never change
+the maths of a step.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain import callbacks as cb
+from dltrain.data import build_datamodule
+from dltrain.models import build_model
+from dltrain.nn.penalties import add_penalty_gradients
+from dltrain.optim import build_optimizer, build_scheduler, split_parameters
+from dltrain.runinfo import library_versions, seed_everything
+
+log = logging.getLogger("dltrain")
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class RunState:
+    """Everything about progress that a checkpoint must restore."""
+
+    epoch: int = 0                 # epochs completed
+    step: int = 0                  # optimizer steps completed
+    status: str = "running"
+    best: dict = field(default_factory=lambda: {"epoch": None, "val/acc": None, "val/loss": None})
+    final: dict = field(default_factory=dict)  # last value of every logged tag
+    test: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def limit(n_batches: int, limit_to) -> int:
+    """limit_*_batches: an int is a count, a float in (0, 1] a fraction."""
+    if limit_to is None:
+        return n_batches
+    if isinstance(limit_to, float) and limit_to <= 1.0:
+        return max(1, int(n_batches * limit_to))
+    return min(n_batches, int(limit_to))
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, overrides: list[str] | None = None, callbacks=None):
+        self.cfg = cfg
+        self.t = cfg.trainer
+        self.out_dir = Path(cfg.paths.output_dir)
+        self.overrides = list(overrides or [])
+        self.device = pick_device(self.t.accelerator)
+        self.state = RunState()
+        self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, t = self.cfg, self.t
+        seed_everything(cfg.seed, deterministic=t.deterministic)
+        self.data = build_datamodule(cfg, self.device)
+        self.model = build_model(cfg).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.weights, _ = split_parameters(self.model)
+        self.train_batches = 1 if t.fast_dev_run else limit(len(self.data.train), t.limit_train_batches)
+        self.val_batches = 1 if t.fast_dev_run else limit(len(self.data.val), t.limit_val_batches)
+        self.steps_per_epoch = max(1, self.train_batches // t.accumulate_grad_batches)
+        self.schedule = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.loss_fn = instantiate(cfg.loss)
+        self.metric_fns = {name: instantiate(node) for name, node in cfg.metrics.items()}
+        self.max_epochs = 1 if t.fast_dev_run else t.max_epochs
+        self.max_steps = t.max_steps if t.max_steps and t.max_steps > 0 else math.inf
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        start = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.setup()
+            self.fire("on_fit_start")
+            while self.state.epoch < self.max_epochs and self.state.step < self.max_steps:
+                epoch_start = time.perf_counter()
+                seen = self.train_epoch()
+                self.state.epoch += 1
+                elapsed = time.perf_counter() - epoch_start
+                metrics = self.evaluate(self.data.val, "val", self.val_batches)
+                metrics["time/epoch_s"] = elapsed
+                metrics["throughput/samples_per_s"] = seen / elapsed
+                if self.schedule is not None and self.schedule.interval == "epoch":
+                    self.schedule.step(metrics)
+                self.log(metrics, self.state.epoch)
+                self.update_best(metrics)
+                self.fire("on_epoch_end", metrics)
+                if self.state.stop_reason:
+                    break
+            self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
+            self.state.test = self.evaluate(self.data.test, "test", self.val_batches if self.t.fast_dev_run else None)
+            self.log(self.state.test, self.state.epoch)
+        except Diverged as e:
+            self.state.status = "diverged"
+            log.warning("run diverged: %s", e)
+        except KeyboardInterrupt:
+            self.state.status = "interrupted"
+            raise
+        except Exception:
+            self.state.status = "failed"
+            log.exception("run failed")
+            raise
+        finally:
+            self.wall_s = time.perf_counter() - start
+            result = self.result()
+            self.fire("on_fit_end", result)
+            self.write_metrics(result)
+        return result
+
+    def train_epoch(self) -> int:
+        """One pass over the training batches; returns how many samples it saw."""
+        model, accumulate = self.model, self.t.accumulate_grad_batches
+        model.train()
+        self.data.train.set_epoch(self.state.epoch)
+        losses, corrects, sizes = [], [], []
+        micro = []
+        seen = 0
+        for i, (x, y) in enumerate(self.data.train):
+            if i >= self.train_batches or self.state.step >= self.max_steps:
+                break
+            micro.append((x, y))
+            if len(micro) < accumulate:
+                continue
+            loss, correct = self.optimizer_step(micro)
+            n = sum(len(b[1]) for b in micro)
+            seen += n
+            micro = []
+            self.state.step += 1
+            losses.append(loss)
+            corrects.append(correct)
+            sizes.append(n)
+            if self.schedule is not None and self.schedule.interval == "step":
+                self.schedule.step()
+            self.fire("on_train_step_end")
+            # Per-step values stay on the device and are read in one go: no host sync per step.
+            if len(losses) >= self.t.log_every_n_steps:
+                self.flush_train_log(losses, corrects, sizes)
+                losses, corrects, sizes = [], [], []
+        if losses:
+            self.flush_train_log(losses, corrects, sizes)
+        return seen
+
+    def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
+        """One optimizer step over `micro` (accumulate_grad_batches batches). It goes through a closure so
+        that optimizers which re-evaluate the loss (L-BFGS) work like every other one."""
+        total = sum(len(y) for _, y in micro)
+        outputs = {}
+
+        def closure():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, correct = 0.0, 0
+            for x, y in micro:
+                logits = self.model(x)
+                loss = self.loss_fn(logits, y)
+                # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
+                (loss * (len(y) / total)).backward()
+                loss_sum = loss_sum + loss.detach() * len(y)
+                correct = correct + (logits.detach().argmax(1) == y).sum()
+            r = self.cfg.regularizer
+            add_penalty_gradients(self.weights, r.l1, r.l2)
+            if self.t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+            outputs["loss"], outputs["correct"] = loss_sum / total, correct
+            return outputs["loss"]
+
+        self.optimizer.step(closure)
+        return outputs["loss"], outputs["correct"]
+
+    def flush_train_log(self, losses, corrects, sizes) -> None:
+        values = torch.stack(losses).tolist()
+        accs = (torch.stack([torch.as_tensor(c) for c in corrects]).float().cpu() / torch.tensor(sizes)).tolist()
+        first = self.state.step - len(values) + 1
+        for k, (loss, acc) in enumerate(zip(values, accs)):
+            self.log({"train/loss": loss, "train/acc": acc}, first + k)
+        if not all(math.isfinite(v) for v in values):
+            raise Diverged(f"train/loss = {values[-1]} at step {self.state.step}")
+        lrs = {f"lr/group{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        lrs["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.log(lrs, self.state.step)
+
+    @torch.no_grad()
+    def evaluate(self, loader, prefix: str, max_batches: int | None = None) -> dict:
+        """Mean loss and every configured metric over `loader`; sums stay on the device until the end."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        sums = {name: torch.zeros((), device=self.device) for name in self.metric_fns}
+        count = 0
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = self.model(x)
+            loss_sum += self.loss_fn(logits, y).float() * len(y)
+            for name, fn in self.metric_fns.items():
+                sums[name] += fn(logits, y).float()
+            count += len(y)
+        out = {f"{prefix}/loss": (loss_sum / max(count, 1)).item()}
+        out.update({f"{prefix}/{name}": (s / max(count, 1)).item() for name, s in sums.items()})
+        return out
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def update_best(self, metrics: dict) -> None:
+        best = self.state.best
+        acc = metrics.get("val/acc")
+        self.improved = acc is not None and (best["val/acc"] is None or acc > best["val/acc"])
+        if self.improved:
+            best.update({"epoch": self.state.epoch, "val/acc": acc, "val/loss": metrics.get("val/loss")})
+
+    def log(self, scalars: dict, step: int) -> None:
+        self.state.final.update(scalars)
+        self.fire("on_log", scalars, step)
+
+    def fire(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def result(self) -> dict:
+        s = self.state
+        return {
+            "status": s.status,
+            "epochs": s.epoch,
+            "steps": s.step,
+            "final": {k: v for k, v in s.final.items() if not k.startswith("test/")},
+            "best": s.best,
+            "test": s.test,
+            "overrides": self.overrides,
+            "seed": int(self.cfg.seed),
+            "wall_s": round(self.wall_s, 3),
+            "versions": library_versions(),
+        }
+
+    def write_metrics(self, result: dict) -> None:
+        path = self.out_dir / "metrics.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=float))
+        tmp.replace(path)
+
+    def config_dict(self) -> dict:
+        return OmegaConf.to_container(self.cfg, resolve=True)

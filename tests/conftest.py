@@ -1,0 +1,50 @@
+"""Shared helpers: running the real CLI in a subprocess and reading what a run wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+# Small and fast: the synthetic data set, a tiny MLP, no progress bar.
+FAST = ["data=synthetic", "model.width=32", "trainer.max_epochs=2", "trainer.progress_bar=false"]
+
+
+def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300, script: str = "train.py",
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """python train.py ARGS in `cwd` (outputs/ lands there); returns the finished process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a run's event files as [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def fast_cfg():
+    """compose_config for the small synthetic setting, with the run dir under tmp."""
+    from dltrain.config import compose_config
+
+    def make(*overrides, output_dir=None):
+        return compose_config([*FAST, *overrides], output_dir=output_dir)
+
+    return make

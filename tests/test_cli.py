@@ -41,7 +41,7 @@ def test_single_run_writes_the_documented_layout(tmp_path):
     assert len(runs) == 1 and RUN_DIR.match(runs[0].name), runs
     m = assert_run_dir(runs[0], epochs=2)
     assert m["overrides"] == [*FAST, "optimizer=adam", "init=he"]
-    assert m["best"]["val/acc"] > 0.5  # the synthetic set is learnable
+    assert m["best"]["val/acc"] > 0.25  # learnable: well above chance (0.1) after two short epochs
     assert "tensorboard --logdir" in proc.stdout
 
 

@@ -143,6 +143,7 @@ class Trainer:
             micro.append((x, y))
             if len(micro) < accumulate:
                 continue
+            self.fire("on_train_step_start")
             loss, correct = self.optimizer_step(micro)
             n = sum(len(b[1]) for b in micro)
             seen += n

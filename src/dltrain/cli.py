@@ -30,6 +30,13 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from dltrain.distributed import env_rank
+
+    if env_rank() > 0:
+        # Under torchrun only rank 0 writes the run dir; the other ranks keep Hydra's output elsewhere.
+        import tempfile
+
+        sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='dltrain-rank')}"]
     run()
 
 

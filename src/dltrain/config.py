@@ -103,7 +103,8 @@ def validate(cfg: DictConfig) -> list[str]:
     t = "trainer."
     _choice(p, cfg, t + "accelerator", ["auto", "cpu", "cuda"])
     _choice(p, cfg, t + "strategy", ["single", "dp", "ddp"])
-    _choice(p, cfg, t + "precision", ["32", "bf16", "16"])
+    if str(OmegaConf.select(cfg, t + "precision")) not in ("32", "bf16", "16"):  # 16 and "16" both mean fp16
+        p.append(f"{t}precision={OmegaConf.select(cfg, t + 'precision')!r} is not one of ['32', 'bf16', '16']")
     _range(p, cfg, t + "max_epochs", lo=1)
     _range(p, cfg, t + "accumulate_grad_batches", lo=1)
     _range(p, cfg, t + "diagnostics_every_n_steps", lo=0)

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import callbacks as cb
+from dltrain import distributed, memory, precision
 from dltrain.data import build_datamodule
+from dltrain.instantiate import instantiate_without
 from dltrain.models import build_model
 from dltrain.nn.penalties import add_penalty_gradients
 from dltrain.optim import build_optimizer, build_scheduler, split_parameters
@@ -45,9 +46,12 @@ class RunState:
     stop_reason: str | None = None
 
 
-def pick_device(accelerator: str) -> torch.device:
+def pick_device(accelerator: str, devices=1) -> torch.device:
+    """`trainer.devices` is a count, or a list of GPU indices whose first one this process uses
+    (how a parallel sweep pins each job to its own GPU)."""
     if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        index = 0 if isinstance(devices, int) else devices[0]
+        return torch.device("cuda", int(index))
     return torch.device("cpu")
 
 
@@ -66,18 +70,29 @@ class Trainer:
         self.t = cfg.trainer
         self.out_dir = Path(cfg.paths.output_dir)
         self.overrides = list(overrides or [])
-        self.device = pick_device(self.t.accelerator)
+        self.device = pick_device(self.t.accelerator, self.t.devices)
+        self.dist = distributed.DistEnv()
         self.state = RunState()
-        self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg)
+        main = distributed.env_rank() == 0
+        self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg, main=main)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, t = self.cfg, self.t
+        if t.strategy == "ddp":
+            self.dist, self.device = distributed.setup(self.device.type)
         seed_everything(cfg.seed, deterministic=t.deterministic)
-        self.data = build_datamodule(cfg, self.device)
+        self.data = build_datamodule(cfg, self.device, self.dist.rank, self.dist.world_size)
         self.model = build_model(cfg).to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, self.model)
         self.weights, _ = split_parameters(self.model)
+        self.net = self.wrap(self.model)
+        self.autocast = precision.autocast(self.device, str(t.precision))
+        self.scaler = precision.grad_scaler(self.device, str(t.precision))
+        self.memory_estimate = memory.estimate(self.model, instantiate_without(cfg.optimizer), cfg.data.batch_size,
+                                               self.data.in_shape, self.device)
         self.train_batches = 1 if t.fast_dev_run else limit(len(self.data.train), t.limit_train_batches)
         self.val_batches = 1 if t.fast_dev_run else limit(len(self.data.val), t.limit_val_batches)
         self.steps_per_epoch = max(1, self.train_batches // t.accumulate_grad_batches)
@@ -86,6 +101,28 @@ class Trainer:
         self.metric_fns = {name: instantiate(node) for name, node in cfg.metrics.items()}
         self.max_epochs = 1 if t.fast_dev_run else t.max_epochs
         self.max_steps = t.max_steps if t.max_steps and t.max_steps > 0 else math.inf
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the forward passes go through: DataParallel / DDP around the model, then torch.compile.
+        `self.model` stays the plain module, for checkpoints and diagnostics."""
+        net = model
+        if self.t.strategy == "dp":
+            count = self.t.devices if isinstance(self.t.devices, int) else len(self.t.devices)
+            ids = list(range(count)) if isinstance(self.t.devices, int) else list(self.t.devices)
+            if self.device.type != "cuda":
+                log.warning("trainer.strategy=dp on the CPU: DataParallel runs the plain module")
+            net = torch.nn.DataParallel(model, device_ids=ids if self.device.type == "cuda" else None)
+        elif self.t.strategy == "ddp":
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.t.compile:
+            net = torch.compile(net, mode=self.t.compile_mode)
+        return net
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.t.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -101,7 +138,9 @@ class Trainer:
                 elapsed = time.perf_counter() - epoch_start
                 metrics = self.evaluate(self.data.val, "val", self.val_batches)
                 metrics["time/epoch_s"] = elapsed
-                metrics["throughput/samples_per_s"] = seen / elapsed
+                metrics["throughput/samples_per_s"] = seen * self.dist.world_size / elapsed
+                if self.device.type == "cuda":
+                    metrics["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
                 if self.schedule is not None and self.schedule.interval == "epoch":
                     self.schedule.step(metrics)
                 self.log(metrics, self.state.epoch)
@@ -126,7 +165,9 @@ class Trainer:
             self.wall_s = time.perf_counter() - start
             result = self.result()
             self.fire("on_fit_end", result)
-            self.write_metrics(result)
+            if self.dist.is_main:
+                self.write_metrics(result)
+            distributed.cleanup()
         return result
 
     def train_epoch(self) -> int:
@@ -167,18 +208,23 @@ class Trainer:
         """One optimizer step over `micro` (accumulate_grad_batches batches). It goes through a closure so
         that optimizers which re-evaluate the loss (L-BFGS) work like every other one."""
         total = sum(len(y) for _, y in micro)
+        scaler = self.scaler
         outputs = {}
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, correct = 0.0, 0
             for x, y in micro:
-                logits = self.model(x)
-                loss = self.loss_fn(logits, y)
+                with self.autocast():
+                    logits = self.net(self.to_input(x))
+                    loss = self.loss_fn(logits, y)
                 # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-                (loss * (len(y) / total)).backward()
-                loss_sum = loss_sum + loss.detach() * len(y)
+                share = loss * (len(y) / total)
+                (scaler.scale(share) if scaler else share).backward()
+                loss_sum = loss_sum + loss.detach().float() * len(y)
                 correct = correct + (logits.detach().argmax(1) == y).sum()
+            if scaler:
+                scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
             r = self.cfg.regularizer
             add_penalty_gradients(self.weights, r.l1, r.l2)
             if self.t.grad_clip:
@@ -186,12 +232,24 @@ class Trainer:
             outputs["loss"], outputs["correct"] = loss_sum / total, correct
             return outputs["loss"]
 
-        self.optimizer.step(closure)
+        if scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
+            closure()
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step(closure)
         return outputs["loss"], outputs["correct"]
 
     def flush_train_log(self, losses, corrects, sizes) -> None:
-        values = torch.stack(losses).tolist()
-        accs = (torch.stack([torch.as_tensor(c) for c in corrects]).float().cpu() / torch.tensor(sizes)).tolist()
+        losses = torch.stack(losses)
+        corrects = torch.stack([torch.as_tensor(c, device=losses.device) for c in corrects]).float()
+        sizes = torch.tensor(sizes, dtype=torch.float32, device=losses.device)
+        if self.dist.enabled:  # the global batch's numbers: every rank logs and decides the same
+            losses = losses * sizes
+            distributed.all_reduce_sum(losses, corrects, sizes)
+            losses = losses / sizes
+        values = losses.tolist()
+        accs = (corrects / sizes).tolist()
         first = self.state.step - len(values) + 1
         for k, (loss, acc) in enumerate(zip(values, accs)):
             self.log({"train/loss": loss, "train/acc": acc}, first + k)
@@ -208,16 +266,20 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         sums = {name: torch.zeros((), device=self.device) for name in self.metric_fns}
         count = 0
+        count = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            logits = self.model(x)
-            loss_sum += self.loss_fn(logits, y).float() * len(y)
+            with self.autocast():
+                logits = self.net(self.to_input(x))
+                loss_sum += self.loss_fn(logits, y).float() * len(y)
             for name, fn in self.metric_fns.items():
-                sums[name] += fn(logits, y).float()
+                sums[name] += fn(logits.float(), y).float()
             count += len(y)
-        out = {f"{prefix}/loss": (loss_sum / max(count, 1)).item()}
-        out.update({f"{prefix}/{name}": (s / max(count, 1)).item() for name, s in sums.items()})
+        distributed.all_reduce_sum(loss_sum, count, *sums.values())
+        count = count.clamp_min(1)
+        out = {f"{prefix}/loss": (loss_sum / count).item()}
+        out.update({f"{prefix}/{name}": (s / count).item() for name, s in sums.items()})
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------------------

@@ -11,17 +11,21 @@ from dltrain.callbacks.runlog import RunLog
 from dltrain.instantiate import instantiate_without
 
 
-def default_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks a run gets from its config, in the order they fire."""
-    callbacks: list[Callback] = [RunLog()]
-    logger = instantiate_without(cfg.logger)
-    if logger is not None:
-        callbacks.append(logger())
-    if not cfg.trainer.fast_dev_run:
-        callbacks.append(Checkpoint())
+def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
+    """The callbacks a run gets from its config, in the order they fire. Only the main process (rank 0)
+    gets the ones that write; decisions (early stopping) run on every rank, on all-reduced metrics."""
+    callbacks: list[Callback] = []
+    if main:
+        callbacks.append(RunLog())
+        logger = instantiate_without(cfg.logger)
+        if logger is not None:
+            callbacks.append(logger())
+        if not cfg.trainer.fast_dev_run:
+            callbacks.append(Checkpoint())
     if cfg.regularizer.early_stopping.patience:
         callbacks.append(EarlyStopping(**cfg.regularizer.early_stopping))
-    callbacks.append(ProgressBar(cfg.trainer.progress_bar))
+    if main:
+        callbacks.append(ProgressBar(cfg.trainer.progress_bar))
     return callbacks
 
 

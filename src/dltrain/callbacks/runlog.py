@@ -19,6 +19,10 @@ class RunLog(Callback):
         log.info("device: %s, %d train / %d val / %d test samples", trainer.device, len(trainer.data.train.x),
                  len(trainer.data.val.x), len(trainer.data.test.x))
         log.info("model: %s parameters\n%s", f"{n_params:,}", trainer.model)
+        mem = trainer.memory_estimate
+        log.info("memory estimate (MB): params %.1f + grads %.1f + optimizer state %.1f + activations %.1f "
+                 "(batch %d) = %.1f", mem["params"], mem["grads"], mem["optimizer"], mem["activations"],
+                 trainer.cfg.data.batch_size, mem["total"])
 
     def on_epoch_end(self, trainer, metrics: dict) -> None:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())

@@ -1,0 +1,97 @@
+"""Precision, memory layout, compile and the multi-process strategies, on the CPU (gloo for DDP)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dltrain import Trainer, compose_config
+from dltrain.callbacks import Callback
+from tests.conftest import FAST, ROOT, read_metrics
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_log(self, trainer, scalars, step):
+        if "train/loss" in scalars:
+            self.losses.append(scalars["train/loss"])
+
+
+def train_losses(cfg) -> list[float]:
+    rec = Recorder()
+    Trainer(cfg, callbacks=[rec]).fit()
+    return rec.losses
+
+
+def test_bf16_autocast_on_cpu_tracks_fp32(fast_cfg, tmp_path):
+    common = ("trainer.max_epochs=1", "optimizer=adam")
+    fp32 = train_losses(fast_cfg(*common, output_dir=tmp_path / "a"))
+    bf16 = train_losses(fast_cfg(*common, "trainer.precision=bf16", output_dir=tmp_path / "b"))
+    assert fp32 != bf16  # autocast really changed the arithmetic
+    assert abs(sum(fp32[-5:]) / 5 - sum(bf16[-5:]) / 5) < 0.05 * sum(fp32[-5:]) / 5
+
+
+def test_fp16_uses_a_grad_scaler_and_trains(fast_cfg, tmp_path):
+    cfg = fast_cfg("trainer.max_epochs=1", "trainer.precision=16", "trainer.limit_train_batches=8",
+                   output_dir=tmp_path)
+    trainer = Trainer(cfg, callbacks=[])
+    result = trainer.fit()
+    assert isinstance(trainer.scaler, torch.amp.GradScaler)
+    assert result["status"] == "completed" and result["steps"] == 8
+
+
+def test_channels_last_and_data_parallel_match_the_plain_run(tmp_path):
+    common = ["data=synthetic", "model=cnn", "model.channels=[4,8]", "model.hidden=16", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=6"]
+    plain = train_losses(compose_config(common, output_dir=tmp_path / "a"))
+    nhwc = train_losses(compose_config([*common, "trainer.channels_last=true"], output_dir=tmp_path / "b"))
+    dp = train_losses(compose_config([*common, "trainer.strategy=dp"], output_dir=tmp_path / "c"))
+    assert nhwc == pytest.approx(plain, rel=1e-4)
+    assert dp == pytest.approx(plain, rel=1e-6)
+
+
+def test_compile_gives_the_eager_losses(fast_cfg, tmp_path):
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=4")
+    eager = train_losses(fast_cfg(*common, output_dir=tmp_path / "a"))
+    compiled = train_losses(fast_cfg(*common, "trainer.compile=true", output_dir=tmp_path / "b"))
+    assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(tmp_path):
+    """2 ranks × batch 32 must take the same steps as 1 process × batch 64: same samples per step (each rank
+    takes every other index of the same permutation) and DDP averages the two gradients."""
+    args = [*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=10", "optimizer=momentum"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    ddp_dir.mkdir(), single_dir.mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *args, "trainer.strategy=ddp",
+                           "trainer.accelerator=cpu", "data.batch_size=32"],
+                          cwd=ddp_dir, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "data.batch_size=64"],
+                          cwd=single_dir, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    (ddp_run,) = (ddp_dir / "outputs" / "runs").iterdir()  # rank 1 wrote no run dir
+    (single_run,) = (single_dir / "outputs" / "runs").iterdir()
+    assert read_metrics(ddp_run)["steps"] == read_metrics(single_run)["steps"] == 10
+    a = torch.load(ddp_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(single_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+    assert read_metrics(ddp_run)["final"]["val/acc"] == pytest.approx(read_metrics(single_run)["final"]["val/acc"])
+
+
+def test_ddp_without_torchrun_says_how_to_launch(fast_cfg, tmp_path, monkeypatch):
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    from dltrain import distributed
+
+    with pytest.raises(RuntimeError, match="torchrun --nproc_per_node"):
+        distributed.setup("cpu")

@@ -1,12 +1,110 @@
-"""Augmentation of whole training batches on the device (x in [0, 1], shape N×C×H×W)."""
+"""Augmentation of whole training batches on the device (x in [0, 1], shape N×C×H×W).
+
+Every transform draws one random parameter per sample and applies them all at once with tensor ops (no
+per-sample Python), on whatever device the batch is on. The random numbers come from torch's global
+generator for that device, which the trainer seeds: the same seed gives the same augmented batches.
+
+Order in a batch: crop → flip → rotation → color jitter (each only when it is on).
+"""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 
-def build_augment(cfg: DictConfig):
-    """None when every augmentation is off."""
-    if not (cfg.flip or cfg.crop or cfg.rotation or cfg.brightness or cfg.contrast):
+def _uniform(n: int, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
+    """n draws from U[lo, hi] as an N×1×1×1 tensor on like's device and dtype."""
+    return (lo + (hi - lo) * torch.rand(n, device=like.device, dtype=like.dtype)).view(n, 1, 1, 1)
+
+
+def random_flip(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Mirror each image left↔right with probability p."""
+    flip = torch.rand(len(x), device=x.device) < p
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Pad by `padding` zero pixels on every side, then cut an H×W window at a random offset per image.
+
+    Two gathers, rows then columns, with index grids offset per sample: a whole-batch integer shift."""
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    span = 2 * padding + 1
+    dy = torch.randint(span, (n,), device=x.device)
+    dx = torch.randint(span, (n,), device=x.device)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # N×H: source rows in the padded image
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # N×W
+    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2 * padding))
+    return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate image i by angles[i] radians about its centre (bilinear, zeros outside); a positive angle turns
+    the picture counter-clockwise as displayed (row 0 at the top), as torch.rot90 does for 90°."""
+    n, _, h, w = x.shape
+    cos, sin = angles.cos(), angles.sin()
+    zero = torch.zeros_like(angles)
+    # affine_grid works in coordinates normalised to [-1, 1] per axis; the h/w factors keep the rotation rigid
+    # in pixels when the image is not square.
+    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1),
+                         torch.stack([sin * w / h, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_rotation(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate each image by an angle drawn uniformly from [−degrees, degrees]."""
+    angles = (torch.rand(len(x), device=x.device) * 2 - 1) * math.radians(degrees)
+    return rotate(x, angles)
+
+
+def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0) -> torch.Tensor:
+    """Per image: scale by a brightness factor from U[1−b, 1+b], then stretch around the image's mean
+    (over channels and pixels) by a contrast factor from U[1−c, 1+c]; clamp to [0, 1] after each step."""
+    n = len(x)
+    if brightness:
+        x = (x * _uniform(n, max(0.0, 1 - brightness), 1 + brightness, x)).clamp_(0, 1)
+    if contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * _uniform(n, max(0.0, 1 - contrast), 1 + contrast, x) + mean).clamp_(0, 1)
+    return x
+
+
+class BatchAugment:
+    """The configured augmentations as one callable on a batch."""
+
+    def __init__(self, flip: float = 0.0, crop: int = 0, rotation: float = 0.0, brightness: float = 0.0,
+                 contrast: float = 0.0):
+        if crop != int(crop):
+            raise ValueError(f"augment.crop={crop!r} must be a whole number of pixels")
+        self.flip, self.crop, self.rotation = float(flip), int(crop), float(rotation)
+        self.brightness, self.contrast = float(brightness), float(contrast)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop:
+            x = random_crop(x, self.crop)
+        if self.flip:
+            x = random_flip(x, self.flip)
+        if self.rotation:
+            x = random_rotation(x, self.rotation)
+        if self.brightness or self.contrast:
+            x = color_jitter(x, self.brightness, self.contrast)
+        return x
+
+    def __repr__(self) -> str:
+        on = {k: v for k, v in vars(self).items() if v}
+        return f"BatchAugment({', '.join(f'{k}={v}' for k, v in on.items())})"
+
+
+def build_augment(cfg: DictConfig) -> BatchAugment | None:
+    """None when every augmentation is off, else the callable the training loader applies to each batch."""
+    keys = ("flip", "crop", "rotation", "brightness", "contrast")
+    values = {k: cfg.get(k) or 0 for k in keys}
+    if not any(values.values()):
         return None
-    raise NotImplementedError("augmentation lands with the augment issue")
+    return BatchAugment(**values)

@@ -2,6 +2,7 @@
 and every later job of the sweep reuses it (the loaders copy what they change)."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,6 +12,7 @@ from dltrain.data.datasets import Splits
 _CACHE: dict[str, Splits] = {}
 # Keys that change batching, not the stored data.
 _NOT_PART_OF_DATA = ("batch_size", "val_size", "normalize", "resident")
+_LAST: dict[str, str] = {}  # see last_load_note
 
 
 def cached_splits(data_cfg: DictConfig, load: Callable[[], Splits]) -> Splits:
@@ -18,5 +20,16 @@ def cached_splits(data_cfg: DictConfig, load: Callable[[], Splits]) -> Splits:
     key = repr(sorted((k, v) for k, v in plain.items() if k not in _NOT_PART_OF_DATA))
     if key not in _CACHE:
         _CACHE.clear()  # one data set at a time: a sweep over data sets should not hold them all
+        start = time.perf_counter()
         _CACHE[key] = load()
+        name = str(plain.get("_target_", "data")).rsplit(".", 1)[-1]
+        _LAST["note"] = f"loaded {name} in {time.perf_counter() - start:.2f} s"
+    else:
+        _LAST["note"] = "reused the loaded data set (cached in this process)"
     return _CACHE[key]
+
+
+def last_load_note() -> str | None:
+    """How the latest cached_splits call got its data, for the run's log: "loaded <name> in X s" or
+    "reused the loaded data set …" (a later job of a sequential multirun). None before any call."""
+    return _LAST.get("note")

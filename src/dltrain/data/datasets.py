@@ -1,7 +1,8 @@
 """Data sets as whole uint8 tensors (N, C, H, W) plus int64 labels: no per-sample Python anywhere.
 
 Each loader takes the `data` config node and returns `Splits`. The MNIST family is found in this order:
-`data.root` → Debian's `/usr/share/datasets/<name>/` → torchvision's download into `data.root`.
+`data.root` (the four IDX files flat, or torchvision's `<Class>/raw` layout below it) → Debian's
+`/usr/share/datasets/<name>/` → torchvision's download into `data.root`. CIFAR-10 lives in cifar.py.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class IdxSource:
     title: str             # as people write it
     debian_name: str       # /usr/share/datasets/<debian_name>, package dataset-<debian_name>
     torchvision_class: str  # torchvision.datasets.<class> downloads it
+    num_classes: int = 10
 
 
 FASHION_MNIST = IdxSource("Fashion-MNIST", "fashion-mnist", "FashionMNIST")
@@ -47,49 +49,69 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_dir(directory: Path) -> Path | None:
-    """`directory` itself or torchvision's layout below it (<Class>/raw), if all four files are there."""
-    for candidate in (directory, *directory.glob("*/raw")):
+def _candidates(source: IdxSource, directory: Path) -> tuple[Path, Path]:
+    """`directory` itself, then torchvision's layout below it (<Class>/raw)."""
+    return directory, directory / source.torchvision_class / "raw"
+
+
+def _idx_dir(source: IdxSource, directory: Path) -> Path | None:
+    """The first candidate directory that holds all four files, if any."""
+    for candidate in _candidates(source, directory):
         if all(_find(candidate, stem) for stem in IDX_FILES.values()):
             return candidate
     return None
 
 
+def _what_is_there(source: IdxSource, directory: Path) -> str:
+    """`directory` and why it did not qualify, for the not-found message."""
+    if not directory.is_dir():
+        return f"{directory} (no such directory)"
+    partial = [(c, [s for s in IDX_FILES.values() if not _find(c, s)]) for c in _candidates(source, directory)]
+    partial = [(c, missing) for c, missing in partial if len(missing) < len(IDX_FILES)]
+    if not partial:
+        return f"{directory} (none of the four IDX files)"
+    c, missing = partial[0]
+    return f"{c} (incomplete: {', '.join(m + '[.gz]' for m in missing)} missing)"
+
+
 def _download(source: IdxSource, root: Path) -> Path:
     import torchvision.datasets
 
-    getattr(torchvision.datasets, source.torchvision_class)(str(root), train=True, download=True)
+    # One construction downloads all four files (train and test) into root/<Class>/raw and checks their md5.
     getattr(torchvision.datasets, source.torchvision_class)(str(root), train=False, download=True)
-    found = _idx_dir(root)
+    found = _idx_dir(source, root)
     if found is None:
-        raise DataError(f"torchvision reported success but no IDX files are under {root}")
+        raise DataError(f"torchvision reported success but the four IDX files are not under {root}")
     return found
 
 
 def locate(source: IdxSource, root: str | None) -> Path:
+    """The directory holding the four IDX files of `source`, downloading them into `root` as a last resort."""
     searched = [Path(root)] if root else []
     searched.append(SYSTEM_DATASETS / source.debian_name)
     for directory in searched:
-        found = _idx_dir(directory)
+        found = _idx_dir(source, directory)
         if found is not None:
             return found
     if not root:
-        raise DataError(f"{source.title} not found in {searched[-1]} and data.root is not set, "
-                        f"so nothing can be downloaded")
-    try:
-        return _download(source, Path(root))
-    except DataError:
-        raise
-    except Exception as e:  # no network, a proxy, a broken mirror: say what to do instead
-        raise DataError(
-            f"{source.title} not found. Looked in: {', '.join(str(d) for d in searched)}; "
-            f"the download into {root} failed ({type(e).__name__}: {e}).\n"
-            f"Get it with one of:\n"
-            f"  sudo apt-get install dataset-{source.debian_name}      # Debian/Ubuntu, puts it in "
-            f"{SYSTEM_DATASETS / source.debian_name}\n"
-            f"  python train.py data.root=/path/with/the/four/ubyte.gz/files\n"
-            f"  (or run once with network access: torchvision downloads it into {root})"
-        ) from None
+        failure = "nothing was downloaded because data.root is not set"
+    else:
+        try:
+            return _download(source, Path(root))
+        except DataError:
+            raise
+        except Exception as e:  # no network, a proxy, a broken mirror, a bad checksum: say what to do instead
+            reason = " ".join(str(e).split())
+            failure = f"the download into {root} failed ({type(e).__name__}: {reason})"
+    looked = "\n".join(f"  {_what_is_there(source, d)}" for d in searched)
+    raise DataError(
+        f"{source.title} not found. Looked in:\n{looked}\nand {failure}.\n"
+        f"Get it with one of:\n"
+        f"  sudo apt-get install dataset-{source.debian_name}      # Debian/Ubuntu: puts it in "
+        f"{SYSTEM_DATASETS / source.debian_name}\n"
+        f"  python train.py data.root=/dir/with/the/four/idx-ubyte.gz/files\n"
+        f"  run once with network access: torchvision downloads it into data.root"
+    )
 
 
 def load_idx_splits(source: IdxSource, root: str | None) -> Splits:
@@ -97,8 +119,18 @@ def load_idx_splits(source: IdxSource, root: str | None) -> Splits:
     t = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
     for split in ("train", "test"):
         x, y = t[f"{split}_x"], t[f"{split}_y"]
-        if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
-            raise DataError(f"{directory}: {split} images {list(x.shape)} and labels {list(y.shape)} do not match")
+        if x.dim() != 3 or x.dtype != torch.uint8:
+            raise DataError(f"{directory}: {split} images are {x.dtype} {list(x.shape)}, expected uint8 N×H×W")
+        if y.dim() != 1 or y.dtype.is_floating_point:
+            raise DataError(f"{directory}: {split} labels are {y.dtype} {list(y.shape)}, expected integers of shape N")
+        if len(x) != len(y):
+            raise DataError(f"{directory}: {len(x)} {split} images but {len(y)} {split} labels")
+        if len(y) and (y.min() < 0 or y.max() >= source.num_classes):
+            raise DataError(f"{directory}: {split} labels span {int(y.min())}..{int(y.max())}, "
+                            f"expected 0..{source.num_classes - 1}")
+    if t["train_x"].shape[1:] != t["test_x"].shape[1:]:
+        raise DataError(f"{directory}: train images are {list(t['train_x'].shape[1:])} but test images "
+                        f"{list(t['test_x'].shape[1:])}")
     return Splits(t["train_x"].unsqueeze(1), t["train_y"].long(), t["test_x"].unsqueeze(1), t["test_y"].long())
 
 
@@ -108,6 +140,12 @@ def fashion_mnist(cfg: DictConfig) -> Splits:
 
 def mnist(cfg: DictConfig) -> Splits:
     return load_idx_splits(MNIST, cfg.root)
+
+
+def cifar10(cfg: DictConfig) -> Splits:
+    from dltrain.data.cifar import load_cifar10  # cifar.py imports Splits from here
+
+    return load_cifar10(cfg.root)
 
 
 def synthetic(cfg: DictConfig) -> Splits:

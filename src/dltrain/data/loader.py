@@ -55,9 +55,12 @@ class BatchLoader:
         self.normalize, self.augment = normalize.to(self.device), augment
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """start_batch > 0 resumes mid-epoch: the first start_batch batches of this epoch's order are skipped
+        without being gathered or augmented, so no random numbers are drawn for them."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return math.ceil(self._shard_size() / self.batch_size)
@@ -75,7 +78,7 @@ class BatchLoader:
         return order[self.rank::self.world_size].to(self.x.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in self._order().split(self.batch_size):
+        for idx in self._order().split(self.batch_size)[self.start_batch:]:
             x, y = self.x[idx], self.y[idx]
             if not self.resident:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -20,17 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from dltrain import callbacks as cb
 from dltrain import distributed, memory, precision
 from dltrain.data import build_datamodule
+from dltrain.data import cache as data_cache
 from dltrain.instantiate import instantiate_without
 from dltrain.models import build_model
 from dltrain.nn.penalties import add_penalty_gradients
 from dltrain.optim import build_optimizer, build_scheduler, split_parameters
+from dltrain import resume
+from dltrain.batch_size import fit_batch_size
+from dltrain.errors import Diverged, Interrupted  # noqa: F401 - Diverged: NaN/inf loss, a result; Interrupted: a signal
 from dltrain.runinfo import library_versions, seed_everything
+from dltrain.signals import StopSignals
 
 log = logging.getLogger("dltrain")
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunState:
     final: dict = field(default_factory=dict)  # last value of every logged tag
     test: dict = field(default_factory=dict)
     stop_reason: str | None = None
+    batch: int = 0                 # batches of the current epoch done (a checkpoint mid-epoch resumes there)
 
 
 def pick_device(accelerator: str, devices=1) -> torch.device:
@@ -73,6 +75,7 @@ class Trainer:
         self.device = pick_device(self.t.accelerator, self.t.devices)
         self.dist = distributed.DistEnv()
         self.state = RunState()
+        self.signals = StopSignals()  # installed while fit runs
         main = distributed.env_rank() == 0
         self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg, main=main)
 
@@ -81,6 +84,8 @@ class Trainer:
         cfg, t = self.cfg, self.t
         if t.strategy == "ddp":
             self.dist, self.device = distributed.setup(self.device.type)
+        elif self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # code that uses "the current GPU" uses this job's (parallel sweeps)
         seed_everything(cfg.seed, deterministic=t.deterministic)
         self.data = build_datamodule(cfg, self.device, self.dist.rank, self.dist.world_size)
         self.model = build_model(cfg).to(self.device)
@@ -89,6 +94,9 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.weights, _ = split_parameters(self.model)
         self.net = self.wrap(self.model)
+        # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
+        self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
+        self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
         self.autocast = precision.autocast(self.device, str(t.precision))
         self.scaler = precision.grad_scaler(self.device, str(t.precision))
         self.memory_estimate = memory.estimate(self.model, instantiate_without(cfg.optimizer), cfg.data.batch_size,
@@ -127,14 +135,21 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict:
         start = time.perf_counter()
+        resume_from = resume.open_run(self)  # before writing: never into another run's dir; resume: last.pt
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.signals.install()  # SIGTERM/SIGINT/SIGUSR1: finish the step, write last.pt, stop (signals.py)
+        self.fire("setup")      # train.log opens before set-up, so that set-up failures are recorded in it
         try:
+            fit_batch_size(self)  # trainer.auto_batch_size: the largest batch that fits on the GPU
             self.setup()
+            resume.restore(self, resume_from)  # model, optimizer, scheduler, scaler, EMA, callbacks, progress
             self.fire("on_fit_start")
+            resume.restore_rng(resume_from)  # last: the continuation draws the numbers the straight run would
+            log.info("data: %s", data_cache.last_load_note())  # after on_fit_start, so train.log has it
             while self.state.epoch < self.max_epochs and self.state.step < self.max_steps:
                 epoch_start = time.perf_counter()
                 seen = self.train_epoch()
-                self.state.epoch += 1
+                self.state.epoch, self.state.batch = self.state.epoch + 1, 0
                 elapsed = time.perf_counter() - epoch_start
                 metrics = self.evaluate(self.data.val, "val", self.val_batches)
                 metrics["time/epoch_s"] = elapsed
@@ -148,20 +163,28 @@ class Trainer:
                 self.fire("on_epoch_end", metrics)
                 if self.state.stop_reason:
                     break
+                self.signals.check(self.state.step)  # a signal during validation: last.pt is current, stop
             self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
             self.state.test = self.evaluate(self.data.test, "test", self.val_batches if self.t.fast_dev_run else None)
             self.log(self.state.test, self.state.epoch)
         except Diverged as e:
             self.state.status = "diverged"
             log.warning("run diverged: %s", e)
+        except Interrupted as e:
+            self.state.status = "interrupted"
+            log.warning("run interrupted: %s", e)
+            self.fire("on_exception", e)  # Checkpoint writes last.pt: the step in flight has finished
+            raise
         except KeyboardInterrupt:
             self.state.status = "interrupted"
             raise
-        except Exception:
+        except Exception as e:
             self.state.status = "failed"
-            log.exception("run failed")
+            log.error("run failed: %s: %s", type(e).__name__, e)  # one line; RunLog puts the traceback in train.log
+            self.fire("on_exception", e)
             raise
         finally:
+            self.signals.restore()
             self.wall_s = time.perf_counter() - start
             result = self.result()
             self.fire("on_fit_end", result)
@@ -171,14 +194,17 @@ class Trainer:
         return result
 
     def train_epoch(self) -> int:
-        """One pass over the training batches; returns how many samples it saw."""
-        model, accumulate = self.model, self.t.accumulate_grad_batches
+        """One pass over the training batches (the rest of one after a mid-epoch resume); returns how many
+        samples it saw."""
+        model, accumulate = self.model, self.t.accumulate_grad_batches  # read once per epoch
+        every = self.t.checkpoint_every_n_steps or 0
         model.train()
-        self.data.train.set_epoch(self.state.epoch)
+        start = self.state.batch  # batches done before a resume: skipped, not even gathered
+        self.data.train.set_epoch(self.state.epoch, start_batch=start)
         losses, corrects, sizes = [], [], []
         micro = []
         seen = 0
-        for i, (x, y) in enumerate(self.data.train):
+        for i, (x, y) in enumerate(self.data.train, start=start):
             if i >= self.train_batches or self.state.step >= self.max_steps:
                 break
             micro.append((x, y))
@@ -190,16 +216,21 @@ class Trainer:
             seen += n
             micro = []
             self.state.step += 1
+            self.state.batch = i + 1
             losses.append(loss)
             corrects.append(correct)
             sizes.append(n)
             if self.schedule is not None and self.schedule.interval == "step":
                 self.schedule.step()
-            self.fire("on_train_step_end")
-            # Per-step values stay on the device and are read in one go: no host sync per step.
-            if len(losses) >= self.t.log_every_n_steps:
+            stop = self.signals.poll(self.state.step)  # a stop signal: this step is the last one
+            # Per-step values stay on the device and are read in one go: no host sync per step. They are also
+            # read before a checkpoint, so that a NaN loss raises Diverged before a NaN model could be saved.
+            if len(losses) >= self.log_every or stop or (every and self.state.step % every == 0):
                 self.flush_train_log(losses, corrects, sizes)
                 losses, corrects, sizes = [], [], []
+            self.fire("on_train_step_end")  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+            if stop:
+                raise Interrupted(stop, self.state.step)
         if losses:
             self.flush_train_log(losses, corrects, sizes)
         return seen
@@ -219,18 +250,18 @@ class Trainer:
                     logits = self.net(self.to_input(x))
                     loss = self.loss_fn(logits, y)
                 # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-                share = loss * (len(y) / total)
-                (scaler.scale(share) if scaler else share).backward()
-                loss_sum = loss_sum + loss.detach().float() * len(y)
+                share = len(y) / total
+                weighted = loss if share == 1 else loss * share
+                (scaler.scale(weighted) if scaler else weighted).backward()
+                loss_sum = loss_sum + weighted.detach()
                 correct = correct + (logits.detach().argmax(1) == y).sum()
             if scaler:
                 scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-            r = self.cfg.regularizer
-            add_penalty_gradients(self.weights, r.l1, r.l2)
-            if self.t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
-            outputs["loss"], outputs["correct"] = loss_sum / total, correct
-            return outputs["loss"]
+            add_penalty_gradients(self.weights, self.l1, self.l2)
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            outputs["loss"], outputs["correct"] = loss_sum, correct
+            return loss_sum
 
         if scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
             closure()

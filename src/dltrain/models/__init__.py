@@ -2,7 +2,10 @@
 regulariser settings and initialiser."""
 from __future__ import annotations
 
+import inspect
+
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import nn
 
@@ -16,8 +19,8 @@ def build_model(cfg: DictConfig) -> nn.Module:
     """The nn.Module that cfg describes, initialised per cfg.init (and from cfg.model.init_from if set)."""
     r = cfg.regularizer
     regularizer_args = dict(dropout=r.dropout, dropconnect=r.dropconnect, input_noise=r.input_noise)
-    if "drop_path" in cfg.model:          # only residual models have branches to drop
-        regularizer_args["drop_path"] = r.drop_path
+    if "drop_path" in inspect.signature(get_class(cfg.model._target_)).parameters:
+        regularizer_args["drop_path"] = r.drop_path  # only residual models have branches to drop
     model = instantiate_without(
         cfg.model, _OWN_KEYS,
         in_shape=list(cfg.data.in_shape), num_classes=cfg.data.num_classes,

@@ -3,16 +3,27 @@
 Parameters are split into two groups: weights (matrices and conv kernels) and the rest (biases, norm
 scales and shifts). Weight decay, L1 and L2 apply to the first group only, as the course (and every
 modern recipe) prescribes: decaying a bias or a batch-norm scale only fights the normalisation.
+
+Besides the callable's own arguments, the config nodes carry a few keys meant for dltrain, listed in
+OPTIMIZER_KEYS and SCHEDULER_KEYS and stripped before instantiating.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dltrain.instantiate import instantiate_without
+
+# single_group: the optimizer takes one param group only (torch.optim.LBFGS), so there is no separate
+# no-decay group and a non-zero weight_decay is refused rather than silently applied to biases.
+OPTIMIZER_KEYS = ("single_group",)
+# interval: step after every optimizer step or every epoch; monitor: the validation metric a plateau
+# schedule watches; total_steps_arg: the argument that receives the run's length, in units of interval.
+SCHEDULER_KEYS = ("interval", "monitor", "total_steps_arg")
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -27,15 +38,32 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return weights, others
 
 
+def optimizer_factory(cfg: DictConfig, drop: tuple[str, ...] = ()):
+    """The configured torch.optim class as a partial awaiting its params, without dltrain's own keys.
+    Use this, not a bare instantiate of cfg.optimizer, wherever an optimizer is made."""
+    return instantiate_without(cfg.optimizer, OPTIMIZER_KEYS + tuple(drop))
+
+
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The configured torch.optim optimizer with two param groups: weights (decayed) and the rest (not)."""
+    """The configured torch.optim optimizer with two param groups: weights (decayed) and the rest (not).
+
+    Optimizers marked `single_group` (L-BFGS) get every trainable parameter in one group and no weight
+    decay; asking them for weight decay is an error, since it would also decay biases and norm params.
+    """
+    node = cfg.optimizer
+    decay = float(node.get("weight_decay") or 0.0)
+    if node.get("single_group", False):
+        if decay:
+            raise ValueError(f"optimizer.weight_decay={decay}: {node._target_} takes a single param group, "
+                             "so the decay would hit biases and norm parameters too; use regularizer.l2")
+        make = optimizer_factory(cfg, ("weight_decay",))  # L-BFGS has no weight_decay argument at all
+        return make([{"params": [p for p in model.parameters() if p.requires_grad], "name": "all"}])
     weights, others = split_parameters(model)
-    make = instantiate_without(cfg.optimizer)  # a partial of the torch.optim class
-    decay = make.keywords.get("weight_decay", 0.0) if hasattr(make, "keywords") else 0.0
+    # Each group's own weight_decay overrides the optimizer-wide default (AdamW's would be 0.01).
     groups = [{"params": weights, "weight_decay": decay, "name": "weights"}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0, "name": "no_decay"})
-    return make(groups)
+    return optimizer_factory(cfg)(groups)
 
 
 @dataclass
@@ -47,10 +75,13 @@ class Schedule:
     monitor: str | None = None
 
     def step(self, metrics: dict | None = None) -> None:
-        if self.monitor is not None:
-            self.scheduler.step(metrics[self.monitor])
-        else:
+        if self.monitor is None:
             self.scheduler.step()
+            return
+        if not metrics or self.monitor not in metrics:
+            raise KeyError(f"scheduler.monitor={self.monitor!r} is not among the validation metrics "
+                           f"{sorted(metrics or {})}")
+        self.scheduler.step(float(metrics[self.monitor]))
 
     def state_dict(self):
         return self.scheduler.state_dict()
@@ -59,14 +90,88 @@ class Schedule:
         self.scheduler.load_state_dict(state)
 
 
+def run_length(cfg: DictConfig, steps_per_epoch: int, interval: str) -> int:
+    """How many times a schedule with this interval will be stepped: epochs, or optimizer steps
+    (`trainer.max_steps` caps the run when positive)."""
+    max_steps = cfg.trainer.get("max_steps", -1) or -1
+    epochs = cfg.trainer.max_epochs
+    if max_steps > 0:
+        epochs = min(epochs, math.ceil(max_steps / steps_per_epoch))
+    if interval == "epoch":
+        return epochs
+    steps = steps_per_epoch * cfg.trainer.max_epochs
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Schedule | None:
-    """None for scheduler=none. `steps_per_epoch` lets step-interval schedules know the run's length."""
-    node = cfg.scheduler
+    """None for scheduler=none. `steps_per_epoch` (optimizer steps, i.e. after limit_train_batches and
+    gradient accumulation) lets schedules that span the whole run (cosine, onecycle…) know its length."""
+    # Resolve first: `${optimizer.lr}` and friends point outside the node and would not resolve in a copy.
+    node = OmegaConf.create(OmegaConf.to_container(cfg.scheduler, resolve=True))
     if node.get("_target_") is None:
         return None
     extra = {}
-    if node.get("needs_total_steps"):
-        per_epoch = steps_per_epoch if node.interval == "step" else 1
-        extra["total_steps"] = per_epoch * cfg.trainer.max_epochs
-    make = instantiate_without(node, ("interval", "monitor", "needs_total_steps"))
+    if node.get("total_steps_arg"):
+        extra[node.total_steps_arg] = run_length(cfg, steps_per_epoch, node.interval)
+    make = instantiate_without(node, SCHEDULER_KEYS)
     return Schedule(make(optimizer, **extra), node.interval, node.get("monitor"))
+
+
+def _number(problems: list[str], node: DictConfig, prefix: str, key: str, ok, what: str) -> None:
+    value = node.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        problems.append(f"{prefix}.{key}={value!r} must be {what}")
+
+
+def validate_optimizer(cfg: DictConfig) -> list[str]:
+    """Problems with cfg.optimizer that torch would only report (or silently accept) at build time."""
+    p: list[str] = []
+    node = cfg.optimizer
+    _number(p, node, "optimizer", "weight_decay", lambda v: v >= 0, "≥ 0")
+    _number(p, node, "optimizer", "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    for key in ("alpha", "rho"):
+        _number(p, node, "optimizer", key, lambda v: 0 < v < 1, "in (0, 1)")
+    _number(p, node, "optimizer", "eps", lambda v: v > 0, "> 0")
+    betas = node.get("betas")
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        p.append(f"optimizer.betas={list(betas)!r} must be two numbers in [0, 1)")
+    if node.get("nesterov") and not node.get("momentum"):
+        p.append("optimizer.nesterov=true needs optimizer.momentum > 0")
+    if node.get("single_group") and node.get("weight_decay"):
+        p.append(f"optimizer.weight_decay={node.weight_decay!r}: {node._target_} takes one param group, "
+                 "so decay would hit biases and norm params too; use regularizer.l2 instead")
+    return p
+
+
+def validate_schedule(cfg: DictConfig) -> list[str]:
+    """Problems with cfg.scheduler (scheduler.interval's own choice is checked in config.validate)."""
+    p: list[str] = []
+    node = cfg.scheduler
+    if node.get("_target_") is None:
+        return p
+    monitor = node.get("monitor")
+    if monitor is not None:
+        # Validation metrics exist once per epoch; stepping a plateau schedule per batch has nothing to read.
+        if node.get("interval") != "epoch":
+            p.append(f"scheduler.interval={node.get('interval')!r}: a schedule that watches "
+                     f"scheduler.monitor={monitor!r} must use interval=epoch")
+        if not str(monitor).startswith("val/"):
+            p.append(f"scheduler.monitor={monitor!r} must name a validation metric such as 'val/loss'")
+    if node.get("mode") is not None and node.mode not in ("min", "max"):
+        p.append(f"scheduler.mode={node.mode!r} is not one of ['min', 'max']")
+    _number(p, node, "scheduler", "gamma", lambda v: v > 0, "> 0")
+    _number(p, node, "scheduler", "step_size", lambda v: v >= 1 and v == int(v), "an integer ≥ 1")
+    _number(p, node, "scheduler", "decay", lambda v: v >= 0, "≥ 0")
+    _number(p, node, "scheduler", "warmup", lambda v: 0 <= v < 1, "a fraction of the run in [0, 1)")
+    _number(p, node, "scheduler", "pct_start", lambda v: 0 < v < 1, "in (0, 1)")
+    _number(p, node, "scheduler", "factor", lambda v: 0 < v < 1, "in (0, 1)")
+    _number(p, node, "scheduler", "patience", lambda v: v >= 0 and v == int(v), "an integer ≥ 0")
+    _number(p, node, "scheduler", "eta_min", lambda v: v >= 0, "≥ 0")
+    milestones = node.get("milestones")
+    if milestones is not None:
+        ms = list(milestones)
+        if not all(isinstance(m, int) and m >= 1 for m in ms) or ms != sorted(set(ms)):
+            p.append(f"scheduler.milestones={ms!r} must be increasing integers ≥ 1")
+    return p

@@ -5,6 +5,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.config import ConfigError, check, config_dir
@@ -12,7 +13,7 @@ from dltrain.config import ConfigError, check, config_dir
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
-    from dltrain.trainer import Trainer  # after validation's imports: `--help` and errors stay fast
+    from dltrain.jobs import run_job  # after validation's imports: `--help` and errors stay fast
 
     hydra_cfg = HydraConfig.get()
     OmegaConf.set_struct(cfg, False)
@@ -24,13 +25,20 @@ def run(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
-    result = Trainer(cfg, overrides=list(hydra_cfg.overrides.task)).fit()
-    # The value an optimising sweeper (Optuna) maximises; NaN marks a diverged trial as bad.
-    return result["best"]["val/acc"] if result["best"]["val/acc"] is not None else float("nan")
+    # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
+    # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return run_job(cfg, list(hydra_cfg.overrides.task), multirun)
 
 
 def main() -> None:
     from dltrain.distributed import env_rank
+    from dltrain.failures import FAILED_JOBS
+    from dltrain.preflight import check_command_line
+
+    # Every mistake on the command line, reported together, before any data is loaded or directory made;
+    # resume=<run dir> becomes that run's own overrides plus hydra.run.dir=<run dir>.
+    sys.argv = check_command_line(sys.argv)
 
     if env_rank() > 0:
         # Under torchrun only rank 0 writes the run dir; the other ranks keep Hydra's output elsewhere.
@@ -38,6 +46,9 @@ def main() -> None:
 
         sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='dltrain-rank')}"]
     run()
+    if FAILED_JOBS:  # filled by the sweep-end callback (failures.py), which has listed them
+        print(f"dltrain: {len(FAILED_JOBS)} job(s) failed: {', '.join(FAILED_JOBS)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

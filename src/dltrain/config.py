@@ -21,6 +21,9 @@ RUN_ID = secrets.token_hex(3)
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dltrain.run_id"):
         OmegaConf.register_new_resolver("dltrain.run_id", lambda: RUN_ID)
+    from dltrain import launch  # dltrain.gpu_count / parallel_jobs / job_gpu: one GPU per job in parallel sweeps
+
+    launch.register_resolvers()
 
 
 register_resolvers()
@@ -60,6 +63,10 @@ def compose_config(overrides: Iterable[str] = (), output_dir: str | Path | None 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
         cfg = compose(config_name="train", overrides=overrides)
     OmegaConf.set_struct(cfg, False)
+    if output_dir is None and cfg.get("resume") not in (None, "auto"):  # a resumed run writes into its own dir
+        from dltrain.resume import checkpoint_path, run_dir_of
+
+        output_dir = run_dir_of(checkpoint_path(cfg.resume))
     cfg.paths.output_dir = str(output_dir or new_run_dir())
     cfg.name = cfg.name or ",".join(overrides) or "default"
     OmegaConf.set_struct(cfg, True)
@@ -136,4 +143,14 @@ def validate(cfg: DictConfig) -> list[str]:
         _range(p, cfg, "model.depth", lo=0 if "mlp" in str(cfg.model._target_) else 1)
     if cfg.model.get("width") is not None:
         _range(p, cfg, "model.width", lo=1)
+    classes = cfg.data.get("classes")
+    if classes is not None and len(classes) != cfg.data.num_classes:
+        p.append(f"data.classes={list(classes)} keeps {len(classes)} classes but data.num_classes="
+                 f"{cfg.data.num_classes}: set data.num_classes={len(classes)}")
+    from dltrain.checks import more_problems  # types, combinations, paths, the machine, model vs data shape
+
+    p += more_problems(cfg, p)
+    from dltrain.optim import validate_optimizer, validate_schedule  # each option's own arguments
+
+    p += validate_optimizer(cfg) + validate_schedule(cfg)
     return p

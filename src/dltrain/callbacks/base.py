@@ -3,6 +3,10 @@ from __future__ import annotations
 
 
 class Callback:
+    def setup(self, trainer) -> None:
+        """First thing in fit, before the data and the model are built: open files here, so that a failure
+        during set-up is recorded too."""
+
     def on_fit_start(self, trainer) -> None: ...
 
     def on_train_step_start(self, trainer) -> None: ...
@@ -12,5 +16,8 @@ class Callback:
     def on_log(self, trainer, scalars: dict, step: int) -> None: ...
 
     def on_epoch_end(self, trainer, metrics: dict) -> None: ...
+
+    def on_exception(self, trainer, exc: BaseException) -> None:
+        """The run is ending by `exc` (a failure, or errors.Interrupted after a stop signal); on_fit_end follows."""
 
     def on_fit_end(self, trainer, result: dict) -> None: ...

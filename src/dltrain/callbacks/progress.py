@@ -16,7 +16,8 @@ class ProgressBar(Callback):
     def on_fit_start(self, trainer) -> None:
         if self.enabled:
             total = trainer.steps_per_epoch * trainer.max_epochs
-            self.bar = tqdm(total=min(total, trainer.max_steps), unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=min(total, trainer.max_steps), initial=trainer.state.step,  # resumed: where it was
+                            unit="step", dynamic_ncols=True)
 
     def on_train_step_end(self, trainer) -> None:
         if self.bar is not None:

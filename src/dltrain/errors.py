@@ -1,0 +1,32 @@
+"""The ways a run ends other than by finishing, shared by the trainer and its callbacks (which must not import
+the trainer)."""
+from __future__ import annotations
+
+import signal
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: a result (status `diverged`), not a crash."""
+
+
+class Interrupted(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) arrived; the step in flight was finished and last.pt written.
+
+    Not a KeyboardInterrupt on purpose: it is an orderly, resumable stop, and `except Exception` handlers
+    up the stack may look at it (the CLI turns it into the exit code 128 + signal number)."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, for the console (the full text and the traceback go to train.log)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "(no message)"
+    if len(text) > limit:
+        text = text[:limit].rstrip() + " …"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,55 @@
+"""The end of a sweep: which jobs did not complete, and a non-zero exit when any failed.
+
+A Hydra callback (configs/train.yaml, `hydra.callbacks.failures`) reads every job's metrics.json when a
+`-m` sweep ends, prints one line per job that did not complete (diverged, interrupted, failed, or no
+metrics.json at all) and records the failed ones; `cli.main` exits with status 1 naming them. It reads the
+files rather than what the launcher returned, so it works the same for jobs run in other processes (joblib,
+submitit) and for jobs skipped or continued by `resume=auto`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+FAILED_JOBS: list[str] = []   # filled when a sweep ends; read by cli.main for the exit code
+OK = ("completed", "stopped_early")
+
+
+def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:
+    """(job name, status, metrics) of every job directory in the sweep (those Hydra wrote .hydra/ into)."""
+    rows = []
+    sweep_dir = Path(sweep_dir)
+    # rglob: an override value with a '/' (a path) makes Hydra nest the job directory
+    jobs = sorted({p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir() and p.parent != sweep_dir})
+    for job in jobs:
+        try:
+            metrics = json.loads((job / "metrics.json").read_text())
+            status = metrics.get("status", "unknown")
+        except (OSError, ValueError):
+            metrics, status = {}, "failed"
+            metrics["error"] = "no readable metrics.json: the job ended before writing one (see its train.log)"
+        rows.append((str(job.relative_to(sweep_dir)), status, metrics))
+    return rows
+
+
+class SweepFailures(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        if not sweep.is_dir():
+            return
+        rows = job_outcomes(sweep)
+        counts: dict[str, int] = {}
+        for _, status, _ in rows:
+            counts[status] = counts.get(status, 0) + 1
+        print(f"dltrain: sweep {sweep}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+              file=sys.stderr)
+        for name, status, metrics in rows:
+            if status in OK:
+                continue
+            detail = metrics.get("error") or f"{metrics.get('steps', '?')} steps"
+            print(f"  {status:<11} {name}: {detail}", file=sys.stderr)
+        FAILED_JOBS[:] = [name for name, status, _ in rows if status == "failed"]

@@ -1,0 +1,122 @@
+"""One Hydra job (a single run, or one job of a sweep): run the trainer and turn each way it can end into a
+status, a console line and an exit code.
+
+- finished or stopped early: status completed / stopped_early, the summary; exit 0 (a sweep goes on).
+- NaN/inf loss: status diverged, a warning and the summary; exit 0 (a sweep goes on).
+- an exception: status failed (metrics.json gets "error"), one line on stderr, the traceback in train.log;
+  a single run exits 1, a sweep goes on and exits 1 at the end naming the failed jobs (failures.py).
+- SIGTERM/SIGINT/SIGUSR1: status interrupted, last.pt written, how to continue on stderr; exit 128+signal
+  (a sweep stops there; `resume=auto` continues it).
+
+`resume=auto` skips a job whose metrics.json says completed, stopped_early or diverged, and continues any
+other from its checkpoints/last.pt (starting it afresh when there is none).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from dltrain.config import ConfigError
+from dltrain.errors import Interrupted, one_line
+from dltrain.resume import FINISHED
+
+log = logging.getLogger("dltrain")
+
+
+def run_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> float:
+    """Train; return the value an optimising sweeper maximises (best val/acc, NaN when there is none)."""
+    from dltrain.batch_size import is_oom, oom_advice
+    from dltrain.trainer import Trainer
+
+    out = Path(cfg.paths.output_dir)
+    if cfg.get("resume") == "auto":
+        previous = read_metrics(out)
+        if previous.get("status") in FINISHED:
+            print(f"dltrain: resume=auto: {out} is {previous['status']} already; skipping it")
+            return objective(previous)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, overrides=overrides)
+        return objective(trainer.fit())
+    except Interrupted as e:
+        print(f"dltrain: {e}; checkpoints/last.pt is saved.\n  continue with: {continue_command(cfg, multirun)}",
+              file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print(f"dltrain: interrupted at once (second Ctrl-C); checkpoints/last.pt is the one before.\n"
+              f"  continue with: {continue_command(cfg, multirun)}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a status, so the sweep goes on
+        if isinstance(e, ConfigError) and (trainer is None or trainer.state.status != "failed"):
+            # refused before anything was written (resume config mismatch, another run's directory)
+            print(f"dltrain: {e}", file=sys.stderr)
+            if not multirun:
+                sys.exit(2)
+            return float("nan")
+        # one line on the console; the whole message and the traceback are in train.log
+        message = oom_advice(trainer, e) if is_oom(e) else one_line(e)
+        record_failure(out, e, trainer, overrides, cfg, message)
+        what = "job" if multirun else "run"
+        print(f"dltrain: {what} failed: {message}\n  traceback: {out / 'train.log'}", file=sys.stderr)
+        if not multirun:
+            sys.exit(1)
+        return float("nan")
+
+
+def objective(result: dict) -> float:
+    best = (result.get("best") or {}).get("val/acc")
+    return float(best) if best is not None else float("nan")
+
+
+def read_metrics(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_failure(out: Path, exc: BaseException, trainer, overrides: list[str], cfg: DictConfig,
+                   message: str) -> None:
+    """metrics.json says failed (with the error) and train.log has the traceback, however early it failed."""
+    from dltrain.callbacks.runlog import RunLog
+    from dltrain.runinfo import library_versions
+
+    out.mkdir(parents=True, exist_ok=True)
+    logged = (trainer is not None and trainer.state.status == "failed"
+              and any(isinstance(c, RunLog) for c in trainer.callbacks))
+    if not logged:  # failed before Trainer.fit could record it (building the trainer, or without RunLog)
+        with open(out / "train.log", "a") as f:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"[{stamp}][ERROR] run failed: {message}\n")
+            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    metrics = read_metrics(out)
+    if trainer is None or trainer.state.status != "failed" or not metrics:
+        metrics = {"status": "failed", "epochs": 0, "steps": 0, "final": {},
+                   "best": {"epoch": None, "val/acc": None, "val/loss": None}, "test": {},
+                   "overrides": list(overrides), "seed": int(cfg.get("seed") or 0), "wall_s": 0.0,
+                   "versions": library_versions()}
+        if trainer is not None:
+            metrics.update(epochs=trainer.state.epoch, steps=trainer.state.step)
+    metrics["status"] = "failed"
+    metrics["error"] = message
+    path = out / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    tmp.replace(path)
+
+
+def continue_command(cfg: DictConfig, multirun: bool) -> str:
+    if not multirun:
+        return f"python train.py resume={cfg.paths.output_dir}"
+    from hydra.core.hydra_config import HydraConfig
+
+    args = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.sweep.dir="))]
+    sweep = HydraConfig.get().sweep.dir
+    return " ".join(["python train.py", *map(shlex.quote, args), "resume=auto", f"hydra.sweep.dir={sweep}"])

@@ -1,0 +1,208 @@
+"""Continuing a run from its checkpoints/last.pt, bit-exactly, in its own directory.
+
+`resume=<run dir>` (or a .pt file in it) continues that run; `resume=auto` continues the run directory the
+run is given (a sweep's job directory) when it has a last.pt and starts it afresh otherwise. The trainer
+calls three functions, in this order:
+
+    checkpoint = open_run(trainer)    # before anything is written: never overwrite; load last.pt, compare configs
+    trainer.setup()
+    restore(trainer, checkpoint)      # model, optimizer, scheduler, scaler, EMA, callbacks, progress
+    ...on_fit_start...
+    restore_rng(checkpoint)           # last, so the continuation draws exactly the numbers the straight run would
+
+The config of the resumed run must equal the checkpoint's except for SAFE_TO_CHANGE: keys that change how
+long the run goes, what it prints and where files are, never what a step computes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dltrain.callbacks.checkpoint import set_rng_state, unwrap
+from dltrain.config import ConfigError
+from dltrain.runinfo import library_versions
+
+log = logging.getLogger("dltrain")
+
+SAFE_TO_CHANGE = (
+    "trainer.max_epochs", "trainer.max_steps",            # train for longer (or less)
+    "trainer.checkpoint_every_n_steps",                    # when last.pt is written
+    "trainer.log_every_n_steps", "trainer.diagnostics_every_n_steps", "trainer.progress_bar",  # what is shown
+    "paths.*", "data.root",                                # where things are: a moved checkout or data set
+    "resume", "name",                                      # bookkeeping
+)
+# resume=auto does not rerun these; interrupted, failed or missing runs are (re)started.
+FINISHED = ("completed", "stopped_early", "diverged")
+
+
+def checkpoint_path(resume: str | Path) -> Path:
+    """resume=<run dir> → <run dir>/checkpoints/last.pt; resume=<file.pt> → that file."""
+    path = Path(resume).expanduser()
+    return path if path.suffix == ".pt" else path / "checkpoints" / "last.pt"
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    checkpoint = Path(checkpoint)
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def resume_problem(value) -> str | None:
+    """Why `resume=value` cannot work, or None (used by config validation)."""
+    if value in (None, "auto"):
+        return None
+    if not isinstance(value, (str, Path)):
+        return f"resume={value!r} must be a run directory, a checkpoint file or 'auto'"
+    path = Path(value).expanduser()
+    if not path.exists():
+        return f"resume={value}: no such run directory or checkpoint file"
+    if not checkpoint_path(path).is_file():
+        return (f"resume={value}: {checkpoint_path(path)} does not exist (the run stopped before its first "
+                f"checkpoint; start it again instead)")
+    return None
+
+
+def load(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- comparing configs ----------------------------------------------------------------------------------------
+def flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    flat = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and value:
+                flat.update(flatten(value, name))
+            else:
+                flat[name] = value
+    return flat
+
+
+def is_safe(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_TO_CHANGE)
+
+
+def config_changes(old: dict | DictConfig, new: dict | DictConfig) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) for every key whose value differs, including keys only one side has."""
+    a, b = flatten(old), flatten(new)
+    missing = object()
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            changes.append((key, None if va is missing else va, None if vb is missing else vb))
+    return changes
+
+
+def unsafe_changes(old, new) -> list[str]:
+    """One problem line per changed key outside SAFE_TO_CHANGE."""
+    return [f"{key}: {a!r} in the checkpoint, {b!r} now" for key, a, b in config_changes(old, new) if not is_safe(key)]
+
+
+def mismatch_error(checkpoint_file: Path, problems: list[str]) -> ConfigError:
+    allowed = ", ".join(SAFE_TO_CHANGE)
+    return ConfigError([f"resume={run_dir_of(checkpoint_file)}: the config differs from the checkpoint's; "
+                        f"only {allowed} may change when resuming", *problems])
+
+
+# -- the trainer's three calls ---------------------------------------------------------------------------------
+def open_run(trainer) -> dict | None:
+    """Before the run writes anything. A new run refuses a directory that already holds a run; a resumed
+    one loads last.pt and checks its config. Returns the checkpoint to resume from, or None."""
+    cfg, out = trainer.cfg, Path(trainer.out_dir)
+    resume = cfg.get("resume")
+    if resume == "auto":
+        resume = str(out) if checkpoint_path(out).is_file() else None
+        if resume is None:
+            return None  # nothing to continue: (re)start this run afresh in its own directory
+    if not resume:
+        if (out / "metrics.json").exists():
+            raise ConfigError([f"paths.output_dir={out} already holds a run (metrics.json); a new run never "
+                               f"writes into another's directory. Continue it with resume={out}"])
+        return None
+    problem = resume_problem(resume)
+    if problem:
+        raise ConfigError([problem])
+    path = checkpoint_path(resume)
+    from dltrain.distributed import env_rank
+
+    # (under torchrun the other ranks write nothing and run in a scratch directory)
+    if env_rank() == 0 and run_dir_of(path).resolve() != out.resolve():
+        raise ConfigError([f"resume={resume}: a resumed run writes into its own directory "
+                           f"{run_dir_of(path)}, not {out} (the CLI sets this up; from Python pass "
+                           f"output_dir={run_dir_of(path)})"])
+    checkpoint = load(path)
+    saved = checkpoint["config"]
+    if OmegaConf.select(cfg, "trainer.auto_batch_size") and flatten(saved).get("trainer.auto_batch_size"):
+        # the batch size the search found is part of the run: keep it
+        OmegaConf.update(cfg, "data.batch_size", flatten(saved)["data.batch_size"])
+    problems = unsafe_changes(saved, cfg)
+    if problems:
+        raise mismatch_error(path, problems)
+    versions = checkpoint.get("versions", {})
+    if versions.get("torch") and versions.get("torch") != library_versions().get("torch"):
+        log.warning("the checkpoint was written by torch %s, this is torch %s: the continuation may not be "
+                    "bit-exact", versions.get("torch"), library_versions().get("torch"))
+    threads = checkpoint.get("threads")
+    if trainer.device.type == "cpu" and threads and threads != torch.get_num_threads():
+        log.warning("the checkpoint was written with %d CPU threads, this process has %d: the continuation is "
+                    "exact to the last bits only with the same count (OMP_NUM_THREADS)", threads,
+                    torch.get_num_threads())
+    checkpoint["path"] = str(path)
+    return checkpoint
+
+
+def restore(trainer, checkpoint: dict | None) -> None:
+    """Put back everything but the random generators (restore_rng does those, last)."""
+    check_data_shape(trainer)
+    if checkpoint is None:
+        return
+    unwrap(trainer.model).load_state_dict(checkpoint["model"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    if trainer.schedule is not None and checkpoint.get("scheduler") is not None:
+        trainer.schedule.load_state_dict(checkpoint["scheduler"])
+    for name in ("scaler", "ema"):
+        target = getattr(trainer, name, None)
+        if target is not None and checkpoint.get(name) is not None:
+            target.load_state_dict(checkpoint[name])
+    states = checkpoint.get("callbacks", {})
+    seen: set[str] = set()
+    for callback in trainer.callbacks:
+        if hasattr(callback, "load_state_dict"):
+            name = type(callback).__name__
+            while name in seen:
+                name += "+"
+            seen.add(name)
+            if name in states:
+                callback.load_state_dict(states[name])
+    if not trainer.overrides:  # resumed from Python: keep the overrides the run was started with
+        trainer.overrides = list(checkpoint.get("overrides") or [])
+    s = trainer.state
+    s.epoch, s.step = int(checkpoint["epoch"]), int(checkpoint["step"])
+    s.batch = int(checkpoint.get("batch", 0))
+    s.best = dict(checkpoint["best"])
+    s.final = dict(checkpoint.get("final", {}))
+    where = f", batch {s.batch} of epoch {s.epoch + 1}" if s.batch else ""
+    log.info("resumed from %s: %d epochs, %d steps done%s", checkpoint["path"], s.epoch, s.step, where)
+
+
+def restore_rng(checkpoint: dict | None) -> None:
+    if checkpoint is not None:
+        set_rng_state(checkpoint["rng"])
+
+
+def check_data_shape(trainer) -> None:
+    """The data the loader produced must have the shape the model was built for (data.in_shape)."""
+    actual = getattr(trainer.data, "in_shape", None)
+    expected = tuple(trainer.cfg.data.in_shape)
+    if actual is not None and tuple(actual) != expected:
+        raise ConfigError([f"data.in_shape={list(expected)} but the data set gives samples of shape "
+                           f"{list(actual)}; the model (model.*) is built for data.in_shape: set "
+                           f"data.in_shape={list(actual)}"])

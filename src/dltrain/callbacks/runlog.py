@@ -2,18 +2,33 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from dltrain.callbacks.base import Callback
+from dltrain.errors import Interrupted
 
 log = logging.getLogger("dltrain")
 
 
 class RunLog(Callback):
-    def on_fit_start(self, trainer) -> None:
+    def setup(self, trainer) -> None:
+        # Before set-up, so that a failure while loading data or building the model lands in train.log too.
+        # Appends: a resumed run continues its own log.
         self.handler = logging.FileHandler(trainer.out_dir / "train.log")
         self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         log.addHandler(self.handler)
         log.setLevel(logging.INFO)
+
+    def on_exception(self, trainer, exc: BaseException) -> None:
+        # The traceback goes to train.log only; the console gets the one-line error (trainer.fit, cli).
+        if hasattr(self, "handler") and not isinstance(exc, Interrupted):
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.handler.stream.write(trace)
+            self.handler.flush()
+
+    def on_fit_start(self, trainer) -> None:
+        if not hasattr(self, "handler"):  # fit() fires setup first; this keeps older callers working
+            self.setup(trainer)
         n_params = sum(p.numel() for p in trainer.model.parameters())
         log.info("run dir: %s", trainer.out_dir)
         log.info("device: %s, %d train / %d val / %d test samples", trainer.device, len(trainer.data.train.x),
@@ -38,7 +53,11 @@ class RunLog(Callback):
             lines.append(f"final:  val/acc={final['val/acc']:.4f} val/loss={final['val/loss']:.4f}")
         if test:
             lines.append("test:   " + " ".join(f"{k}={v:.4f}" for k, v in test.items()))
+        for warning in result.get("warnings", []):  # the diagnostics callback's health checks
+            lines.append(f"health: {warning}")
         lines.append(f"run dir: {trainer.out_dir}")
+        if result["status"] in ("interrupted", "failed") and (trainer.out_dir / "checkpoints" / "last.pt").is_file():
+            lines.append(f"resume:  python train.py resume={trainer.out_dir}")
         lines.append(f"curves:  tensorboard --logdir {trainer.out_dir.parent}")
         log.info("summary\n  %s", "\n  ".join(lines))
         if hasattr(self, "handler"):

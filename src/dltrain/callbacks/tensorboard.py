@@ -19,6 +19,8 @@ def flat_hparams(trainer) -> dict:
     def walk(prefix, node):
         for key, value in node.items():
             name = f"{prefix}.{key}" if prefix else key
+            if key == "_partial_":      # an instantiation detail, the same in every run
+                continue
             if isinstance(value, dict):
                 walk(name, value)
             elif isinstance(value, (int, float, str, bool)):
@@ -29,6 +31,9 @@ def flat_hparams(trainer) -> dict:
     walk("", {k: cfg[k] for k in ("model", "activation", "init", "norm", "regularizer", "augment", "optimizer",
                                    "loss", "scheduler", "data") if k in cfg})
     flat["seed"] = cfg["seed"]
+    for key in ("max_epochs", "precision", "grad_clip", "accumulate_grad_batches"):  # the ones that change results
+        if cfg.get("trainer", {}).get(key) is not None:
+            flat[f"trainer.{key}"] = cfg["trainer"][key]
     flat["overrides"] = ",".join(trainer.overrides) or "default"
     return flat
 
@@ -47,6 +52,11 @@ class TensorBoardLogger(Callback):
             return
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
+
+    def add_histogram(self, tag: str, values, step: int) -> None:
+        """For the diagnostics callback: weight, gradient and activation histograms in this run's file."""
+        if self.writer is not None:
+            self.writer.add_histogram(tag, values.detach().float().cpu(), step, bins=64)  # fixed bins: ~7x cheaper
 
     def on_fit_end(self, trainer, result: dict) -> None:
         if self.writer is None:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from dltrain.data.datasets import Splits
 from dltrain.data.loader import BatchLoader, Normalizer
+from dltrain.data.subset import select_classes
 
 # A fixed generator for the validation split: every run (any seed) validates on the same samples.
 VAL_SPLIT_SEED = 0
@@ -51,7 +52,7 @@ def build_datamodule(cfg: DictConfig, device: torch.device | str = "cpu", rank: 
     from dltrain.data.augment import build_augment
 
     device = torch.device(device)
-    splits = load_splits(cfg)
+    splits = select_classes(load_splits(cfg), cfg.data.get("classes"))  # transfer: a class subset
     d = cfg.data
     train_x, train_y, val_x, val_y = split_validation(splits.train_x, splits.train_y, d.val_size)
     normalize = Normalizer(train_x, d.normalize)

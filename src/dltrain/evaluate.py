@@ -1,0 +1,136 @@
+"""Test a saved run: rebuild its model and data from `.hydra/config.yaml`, load a checkpoint, and report
+loss, accuracy and the confusion matrix (`scripts/evaluate.py run=<run dir>`).
+
+Written into the run directory: `evaluation_<split>.json` (loss, acc, per-class accuracy, the matrix),
+`confusion_<split>.txt` and `confusion_<split>.png` (rows: true class, columns: predicted).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+CLASS_NAMES = {
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "mnist": [str(i) for i in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(cfg) -> list[str]:
+    n = int(cfg.data.num_classes)
+    names = CLASS_NAMES.get(str(cfg.data._target_).rsplit(".", 1)[-1])
+    classes = cfg.data.get("classes")
+    if names and classes is not None:
+        names = [names[int(c)] for c in classes]
+    return names if names and len(names) == n else [str(i) for i in range(n)]
+
+
+def find_checkpoint(run_dir: Path, checkpoint: str) -> Path:
+    if checkpoint in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    else:
+        path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path} (checkpoint=best|last|<path>; fast_dev_run runs save none)")
+    return path
+
+
+@torch.no_grad()
+def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", device: str | None = None,
+                 write: bool = True, ensemble: str | None = None) -> dict:
+    """`ensemble="snapshots"`: the mean logits of every checkpoints/snapshot_<i>.pt (scheduler=cosine_restarts
+    with snapshots) instead of one checkpoint."""
+    from hydra.utils import instantiate
+
+    from dltrain.config import register_resolvers
+    from dltrain.data import build_datamodule
+    from dltrain.models import build_model
+
+    register_resolvers()
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths.output_dir = str(run_dir)
+    cfg.model.init_from = None          # the checkpoint below holds every weight
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = build_datamodule(cfg, device)
+    if ensemble not in (None, "snapshots"):
+        raise ValueError(f"ensemble={ensemble!r} is not one of ['snapshots']")
+    if ensemble == "snapshots":
+        from dltrain.ensemble import Ensemble, snapshot_paths
+
+        members = []
+        for path in snapshot_paths(run_dir):
+            member = build_model(cfg).to(device)
+            member.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
+            members.append(member)
+        model, state = Ensemble(members), {"epoch": None}
+        ckpt_path = run_dir / "checkpoints" / f"snapshot_*.pt ({len(members)} members)"
+    else:
+        model = build_model(cfg).to(device)
+        ckpt_path = find_checkpoint(run_dir, checkpoint)
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+    model.eval()
+    loss_fn = instantiate(cfg.loss)
+    n = int(cfg.data.num_classes)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    loss_sum, count = 0.0, 0
+    for x, y in getattr(data, split):
+        logits = model(x)
+        loss_sum += float(loss_fn(logits, y)) * len(y)
+        count += len(y)
+        pred = logits.argmax(1)
+        confusion += torch.bincount((y * n + pred).cpu(), minlength=n * n).reshape(n, n)
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    names = class_names(cfg)
+    result = {"run": str(run_dir), "checkpoint": str(ckpt_path), "epoch": state.get("epoch"), "split": split,
+              f"{split}/loss": loss_sum / max(count, 1), f"{split}/acc": float(confusion.diag().sum()) / max(count, 1),
+              "samples": count, "classes": names, "per_class_acc": dict(zip(names, per_class)),
+              "confusion": confusion.tolist()}
+    if write:
+        suffix = f"{split}_{ensemble}" if ensemble else split
+        (run_dir / f"evaluation_{suffix}.json").write_text(json.dumps(result, indent=2))
+        (run_dir / f"confusion_{suffix}.txt").write_text(confusion_text(confusion, names))
+        plot_confusion(confusion, names, run_dir / f"confusion_{suffix}.png",
+                       f"{run_dir.name} ({ckpt_path.name}): {split}/acc={result[f'{split}/acc']:.4f}")
+    return result
+
+
+def confusion_text(confusion: torch.Tensor, names: list[str]) -> str:
+    short = [name[:7] for name in names]
+    width = max(7, len(str(int(confusion.max())) if confusion.numel() else "0"))
+    lines = ["true \\ predicted".ljust(14) + "".join(s.rjust(width + 1) for s in short) + "   acc"]
+    for i, name in enumerate(names):
+        row = confusion[i]
+        acc = float(row[i]) / max(int(row.sum()), 1)
+        lines.append(name[:13].ljust(14) + "".join(str(int(v)).rjust(width + 1) for v in row) + f"  {acc:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(confusion: torch.Tensor, names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    size = max(5, 0.55 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dltrain.data.datasets import Splits
-from dltrain.data.idx import DataError
+from dltrain.data.idx import DataError, read_bytes
 
 BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -54,14 +54,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file as (uint8 N×3×32×32, int64 N); a DataError naming the file on anything unexpected."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if not raw:
-        raise DataError(f"{path}: empty file (0 bytes); delete it and fetch the data set again")
+    raw = read_bytes(path)  # missing, unreadable or empty: a DataError naming the file
     try:
         # encoding="bytes": the official batches were pickled by Python 2, their str keys arrive as bytes.
         entry = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()

@@ -21,7 +21,8 @@ from dltrain.config import compose_config, config_dir
 from dltrain.optim import Schedule, build_optimizer, build_scheduler, validate_schedule
 
 SCHEDULERS = ["none", "step", "multistep", "exponential", "inverse_time", "cosine", "warmup_cosine",
-              "onecycle", "plateau"]
+              "onecycle", "plateau",
+              "cosine_restarts"]  # beyond DESIGN §2's list: SGDR, for snapshot ensembles (README)
 STEPS_PER_EPOCH, EPOCHS = 7, 6
 T_STEPS = STEPS_PER_EPOCH * EPOCHS  # 42
 
@@ -75,10 +76,13 @@ CURVES = {
     "onecycle": ({"optimizer.lr": 0.2}, onecycle),
     "plateau": ({"trainer.max_epochs": len(VAL_LOSS), "scheduler.patience": 2, "scheduler.factor": 0.1},
                 lambda t, lr0: lr0 * 0.1 ** ((t > 4) + (t > 8))),
+    # SGDR with T_0 = 2 epochs, T_mult = 2: cycles of 2 then 4 epochs, each a cosine from lr₀ to 0
+    "cosine_restarts": ({"scheduler.T_0": 2, "scheduler.T_mult": 2},
+                        lambda t, lr0: 0.5 * lr0 * (1 + math.cos(math.pi * (t if t < 2 else t - 2) / (2 if t < 2 else 4)))),
 }
 INTERVALS = {"none": "epoch", "step": "epoch", "multistep": "epoch", "exponential": "epoch",
              "inverse_time": "epoch", "cosine": "step", "warmup_cosine": "step", "onecycle": "step",
-             "plateau": "epoch"}
+             "plateau": "epoch", "cosine_restarts": "epoch"}
 
 
 def setup(cfg):

@@ -23,7 +23,7 @@ from dltrain.instantiate import instantiate_without
 OPTIMIZER_KEYS = ("single_group",)
 # interval: step after every optimizer step or every epoch; monitor: the validation metric a plateau
 # schedule watches; total_steps_arg: the argument that receives the run's length, in units of interval.
-SCHEDULER_KEYS = ("interval", "monitor", "total_steps_arg")
+SCHEDULER_KEYS = ("interval", "monitor", "total_steps_arg", "snapshots")
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import callbacks as cb
 from dltrain import distributed, memory, precision
 from dltrain.data import build_datamodule
 from dltrain.data import cache as data_cache
-from dltrain.instantiate import instantiate_without
 from dltrain.models import build_model
 from dltrain.nn.penalties import add_penalty_gradients
-from dltrain.optim import build_optimizer, build_scheduler, split_parameters
+from dltrain.optim import build_optimizer, build_scheduler, optimizer_factory, split_parameters
 from dltrain import resume
 from dltrain.batch_size import fit_batch_size
-from dltrain.errors import Diverged, Interrupted  # noqa: F401 - Diverged: NaN/inf loss, a result; Interrupted: a signal
+from dltrain.errors import Diverged, Interrupted, one_line  # noqa: F401 - Diverged: NaN/inf loss, a result
 from dltrain.runinfo import library_versions, seed_everything
 from dltrain.signals import StopSignals
 
@@ -99,7 +99,10 @@ class Trainer:
         self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
         self.autocast = precision.autocast(self.device, str(t.precision))
         self.scaler = precision.grad_scaler(self.device, str(t.precision))
-        self.memory_estimate = memory.estimate(self.model, instantiate_without(cfg.optimizer), cfg.data.batch_size,
+        # Polyak/EMA weights (callbacks/ema.py updates and validates them): w_ema ← d·w_ema + (1−d)·w
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+                    if t.ema_decay else None)
+        self.memory_estimate = memory.estimate(self.model, optimizer_factory(cfg), cfg.data.batch_size,
                                                self.data.in_shape, self.device)
         self.train_batches = 1 if t.fast_dev_run else limit(len(self.data.train), t.limit_train_batches)
         self.val_batches = 1 if t.fast_dev_run else limit(len(self.data.val), t.limit_val_batches)
@@ -180,7 +183,7 @@ class Trainer:
             raise
         except Exception as e:
             self.state.status = "failed"
-            log.error("run failed: %s: %s", type(e).__name__, e)  # one line; RunLog puts the traceback in train.log
+            log.error("run failed: %s", one_line(e))  # RunLog puts the whole message and traceback in train.log
             self.fire("on_exception", e)
             raise
         finally:
@@ -198,7 +201,7 @@ class Trainer:
         samples it saw."""
         model, accumulate = self.model, self.t.accumulate_grad_batches  # read once per epoch
         every = self.t.checkpoint_every_n_steps or 0
-        model.train()
+        self.net.train()  # the wrappers (DDP, compile) too, not only the module
         start = self.state.batch  # batches done before a resume: skipped, not even gathered
         self.data.train.set_epoch(self.state.epoch, start_batch=start)
         losses, corrects, sizes = [], [], []
@@ -291,18 +294,19 @@ class Trainer:
         self.log(lrs, self.state.step)
 
     @torch.no_grad()
-    def evaluate(self, loader, prefix: str, max_batches: int | None = None) -> dict:
-        """Mean loss and every configured metric over `loader`; sums stay on the device until the end."""
-        self.model.eval()
+    def evaluate(self, loader, prefix: str, max_batches: int | None = None, net: torch.nn.Module | None = None) -> dict:
+        """Mean loss and every configured metric of `net` (default: the trained model) over `loader`;
+        sums stay on the device until the end."""
+        net = net if net is not None else self.net
+        net.eval()
         loss_sum = torch.zeros((), device=self.device)
         sums = {name: torch.zeros((), device=self.device) for name in self.metric_fns}
-        count = 0
         count = torch.zeros((), device=self.device)
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             with self.autocast():
-                logits = self.net(self.to_input(x))
+                logits = net(self.to_input(x))
                 loss_sum += self.loss_fn(logits, y).float() * len(y)
             for name, fn in self.metric_fns.items():
                 sums[name] += fn(logits.float(), y).float()

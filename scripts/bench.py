@@ -1,0 +1,286 @@
+"""Speed, as ratios to baselines measured in the same process (alternating the contenders, so that a
+machine that slows down or speeds up during the run affects both alike).
+
+    python scripts/bench.py            # full
+    python scripts/bench.py --quick    # < 3 min on 2 CPU cores; what CI runs
+
+Prints a table and writes outputs/bench/bench.json. Figures:
+  loop_ratio        samples/s of dltrain's Trainer over a hand-written loop (pytorch/examples mnist style),
+                    same model, data, batch size and device                                 target ≥ 0.97
+  loader_ratio      samples/s of dltrain's data path over torchvision FashionMNIST + DataLoader(num_workers=2,
+                    ToTensor, Normalize, RandomCrop, RandomHorizontalFlip), data only        target ≥ 10 (CPU)
+  epoch_ratio       the same two pipelines training the CNN end to end                       target ≥ 1.3 (CPU)
+  sweep_overhead    wall time of a 6-job sequential multirun / the sum of its jobs' wall_s   target ≤ 1.10
+  diag_overhead     epoch time with diagnostics every 100 steps / without                    target ≤ 1.05
+  on CUDA also: compile_speedup, bf16_speedup, channels_last_speedup, dp_speedup, ddp_over_dp
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python scripts/bench.py` from a checkout
+
+from dltrain import Trainer, build_datamodule, build_model, build_optimizer, compose_config  # noqa: E402
+from dltrain.data.datasets import FASHION_MNIST, locate  # noqa: E402
+
+TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_ratio": (">=", 1.3),
+           "sweep_overhead": ("<=", 1.10), "diag_overhead": ("<=", 1.05)}
+
+
+def alternate(contenders: dict, rounds: int) -> dict:
+    """Run each contender `rounds` times, interleaved; returns total samples / total seconds per name."""
+    totals = {name: [0, 0.0] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            samples = fn()
+            totals[name][0] += samples
+            totals[name][1] += time.perf_counter() - start
+    return {name: samples / seconds for name, (samples, seconds) in totals.items()}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the baselines: written the way pytorch/examples mnist/main.py writes them -----------------------------
+def handwritten_epoch(model, optimizer, batches, device, max_batches, log_interval=10) -> int:
+    model.train()
+    seen = 0
+    for batch_idx, (data, target) in enumerate(batches):
+        if batch_idx >= max_batches:
+            break
+        data, target = data.to(device), target.to(device)
+        optimizer.zero_grad()
+        output = model(data)
+        loss = F.cross_entropy(output, target)
+        loss.backward()
+        optimizer.step()
+        if batch_idx % log_interval == 0:
+            loss.item()  # what the example prints
+        seen += len(target)
+    sync(device)
+    return seen
+
+
+def torchvision_loader(batch_size: int, workers: int = 2):
+    """FashionMNIST through torchvision's per-sample PIL pipeline, as most tutorials load it."""
+    from torchvision import datasets, transforms
+
+    root = Path(tempfile.mkdtemp(prefix="bench-fmnist-"))
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = locate(FASHION_MNIST, None)
+    for gz in source.glob("*.gz"):  # torchvision wants the extracted files
+        with gzip.open(gz) as f_in, open(raw / gz.stem, "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+    transform = transforms.Compose([transforms.RandomCrop(28, padding=4), transforms.RandomHorizontalFlip(),
+                                    transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+    dataset = datasets.FashionMNIST(str(root), train=True, download=False, transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       persistent_workers=True), root
+
+
+def iterate(loader, max_batches: int, device) -> int:
+    seen = 0
+    for i, (x, y) in enumerate(loader):
+        if i >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        seen += len(y)
+    sync(device)
+    return seen
+
+
+# -- dltrain's side -------------------------------------------------------------------------------------
+def dltrain_trainer(overrides, out_dir):
+    trainer = Trainer(compose_config([*overrides, "trainer.progress_bar=false"], output_dir=out_dir))
+    trainer.out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.setup()
+    trainer.fire("on_fit_start")
+    return trainer
+
+
+def close(trainer) -> None:
+    trainer.wall_s = 0.0
+    trainer.fire("on_fit_end", trainer.result())
+
+
+def trainer_epoch(trainer, max_batches: int) -> int:
+    trainer.train_batches = max_batches
+    seen = trainer.train_epoch()
+    sync(trainer.device)
+    return seen
+
+
+# -- the figures ----------------------------------------------------------------------------------------
+def loop_ratio(args, out, device_overrides) -> float:
+    overrides = [*device_overrides, "trainer.max_epochs=1000"]
+    trainer = dltrain_trainer(overrides, out / "loop")
+    cfg = trainer.cfg
+    model = build_model(cfg).to(trainer.device)
+    optimizer = build_optimizer(cfg, model)
+    batches = trainer.data.train  # the same resident batches: only the loop differs
+    n = args.loop_batches
+    rates = alternate({"dltrain": lambda: trainer_epoch(trainer, n),
+                       "handwritten": lambda: handwritten_epoch(model, optimizer, batches, trainer.device, n)},
+                      args.rounds)
+    close(trainer)
+    return rates["dltrain"] / rates["handwritten"]
+
+
+def loader_ratio(args, out, device) -> float:
+    cfg = compose_config(["augment=[crop,flip]"], output_dir=out / "loader")
+    data = build_datamodule(cfg, device)
+    baseline, tmp = torchvision_loader(cfg.data.batch_size)
+    n = args.loader_batches
+    iterate(baseline, 2, device)  # start the workers before timing
+    rates = alternate({"dltrain": lambda: iterate(data.train, n, device),
+                       "torchvision": lambda: iterate(baseline, n, device)}, args.rounds)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return rates["dltrain"] / rates["torchvision"]
+
+
+def epoch_ratio(args, out, device_overrides) -> float:
+    overrides = [*device_overrides, "model=cnn", "augment=[crop,flip]", "trainer.max_epochs=1000",
+                 "trainer.diagnostics_every_n_steps=0"]
+    trainer = dltrain_trainer(overrides, out / "epoch")
+    model = build_model(trainer.cfg).to(trainer.device)
+    optimizer = build_optimizer(trainer.cfg, model)
+    baseline, tmp = torchvision_loader(trainer.cfg.data.batch_size)
+    iterate(baseline, 2, trainer.device)
+    n = args.epoch_batches
+    rates = alternate({"dltrain": lambda: trainer_epoch(trainer, n),
+                       "torchvision+loop": lambda: handwritten_epoch(model, optimizer, baseline, trainer.device, n)},
+                      args.rounds)
+    shutil.rmtree(tmp, ignore_errors=True)
+    close(trainer)
+    return rates["dltrain"] / rates["torchvision+loop"]
+
+
+def sweep_overhead(args, out) -> float:
+    sweep_dir = out / "sweep"
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "seed=0,1,2,3,4,5", f"trainer.max_epochs={args.sweep_epochs}",
+           "trainer.progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=out)
+    wall = time.perf_counter() - start
+    jobs = [json.loads(p.read_text())["wall_s"] for p in sweep_dir.glob("*/metrics.json")]
+    assert len(jobs) == 6, f"expected 6 jobs in {sweep_dir}, found {len(jobs)}"
+    return wall / sum(jobs)
+
+
+def diag_overhead(args, out, device_overrides) -> float:
+    with_diag = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=100"],
+                                out / "diag_on")
+    without = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"],
+                              out / "diag_off")
+    n = args.loop_batches
+    rates = alternate({"on": lambda: trainer_epoch(with_diag, n), "off": lambda: trainer_epoch(without, n)},
+                      args.rounds)
+    close(with_diag)
+    close(without)
+    return rates["off"] / rates["on"]  # time ratio = inverse rate ratio
+
+
+def cuda_speedups(args, out) -> dict:
+    """Each option against the same run without it, on the CNN (where layout and precision matter)."""
+    base = ["model=cnn", "trainer.accelerator=cuda", "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"]
+    n = args.epoch_batches
+    figures = {}
+    plain = dltrain_trainer(base, out / "cuda_plain")
+    for name, extra in {"compile_speedup": ["trainer.compile=true"], "bf16_speedup": ["trainer.precision=bf16"],
+                        "channels_last_speedup": ["trainer.channels_last=true"]}.items():
+        other = dltrain_trainer([*base, *extra], out / f"cuda_{name}")
+        trainer_epoch(other, 5)  # compile and autotune outside the timing
+        rates = alternate({"with": lambda: trainer_epoch(other, n), "without": lambda: trainer_epoch(plain, n)},
+                          args.rounds)
+        figures[name] = rates["with"] / rates["without"]
+    if torch.cuda.device_count() >= 2:
+        count = torch.cuda.device_count()
+        dp = dltrain_trainer([*base, "trainer.strategy=dp", f"trainer.devices={count}",
+                              f"data.batch_size={128 * count}"], out / "cuda_dp")
+        rates = alternate({"dp": lambda: trainer_epoch(dp, n), "one": lambda: trainer_epoch(plain, n)}, args.rounds)
+        figures["dp_speedup"] = rates["dp"] / rates["one"]
+        figures["ddp_over_dp"] = ddp_over_dp(args, out, count, rates["dp"])
+    return figures
+
+
+def ddp_over_dp(args, out, count, dp_rate) -> float:
+    """DDP's samples/s (from its own metrics.json throughput) over DataParallel's, same global batch."""
+    run_dir = out / "ddp"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}", str(ROOT / "train.py"),
+           "model=cnn", "trainer.strategy=ddp", "trainer.accelerator=cuda", "trainer.max_epochs=2",
+           f"trainer.limit_train_batches={args.epoch_batches}", "trainer.diagnostics_every_n_steps=0",
+           f"hydra.run.dir={run_dir}"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics["final"]["throughput/samples_per_s"] / dp_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer batches and rounds (< 3 min on 2 CPU cores)")
+    parser.add_argument("--out", default="outputs/bench", help="where bench.json and the runs go")
+    args = parser.parse_args()
+    quick = args.quick
+    args.rounds = 3 if quick else 5
+    args.loop_batches = 150 if quick else 430
+    args.loader_batches = 100 if quick else 430
+    args.epoch_batches = 15 if quick else 60
+    args.sweep_epochs = 4 if quick else 10
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device_overrides = [f"trainer.accelerator={device.type}"]
+    figures = {}
+    steps = [("loop_ratio", lambda: loop_ratio(args, out, device_overrides)),
+             ("loader_ratio", lambda: loader_ratio(args, out, device)),
+             ("epoch_ratio", lambda: epoch_ratio(args, out, device_overrides)),
+             ("diag_overhead", lambda: diag_overhead(args, out, device_overrides)),
+             ("sweep_overhead", lambda: sweep_overhead(args, out))]
+    for name, run in steps:
+        start = time.perf_counter()
+        figures[name] = run()
+        print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    if device.type == "cuda":
+        figures.update(cuda_speedups(args, out))
+
+    print(f"\ndltrain bench ({'quick' if quick else 'full'}) on {device_name(device)}, torch {torch.__version__}")
+    print(f"{'figure':<24}{'ratio':>10}   target")
+    for name, value in figures.items():
+        op, target = TARGETS.get(name, ("", None))
+        met = "" if target is None else ("met" if (value >= target if op == ">=" else value <= target) else "MISSED")
+        shown = "" if target is None else f"{op} {target:g}  {met}"
+        print(f"{name:<24}{value:>10.3f}   {shown}")
+    report = {"device": device_name(device), "quick": quick, "torch": torch.__version__, "figures": figures,
+              "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}}
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten: {out / 'bench.json'}")
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Trainer options checked against what they promise: EMA's formula, the logged lr curve, gradient
+accumulation, closure-based optimizers (L-BFGS) and snapshot ensembles."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dltrain import Trainer, build_model
+from dltrain.callbacks import Callback
+from dltrain.callbacks.ema import EMA
+from dltrain.ensemble import Ensemble, snapshot_paths
+
+
+class Recorder(Callback):
+    """Keeps every logged scalar and, optionally, the weights after every optimizer step."""
+
+    def __init__(self, keep_weights=False):
+        self.scalars, self.weights, self.keep_weights = {}, [], keep_weights
+
+    def on_log(self, trainer, scalars, step):
+        for tag, value in scalars.items():
+            self.scalars.setdefault(tag, []).append((step, value))
+
+    def on_train_step_end(self, trainer):
+        if self.keep_weights:
+            self.weights.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+
+def test_ema_weights_follow_the_polyak_formula_and_are_validated(fast_cfg, tmp_path):
+    decay = 0.8
+    cfg = fast_cfg(f"trainer.ema_decay={decay}", "trainer.max_epochs=1", "trainer.limit_train_batches=6",
+                   output_dir=tmp_path)
+    rec = Recorder(keep_weights=True)
+    trainer = Trainer(cfg, callbacks=[EMA(), rec])
+    trainer.fit()
+    expected = rec.weights[0]  # the first update copies the weights
+    for w in rec.weights[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] for k in w}
+    ema = trainer.ema.module.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(ema[key], value, rtol=1e-5, atol=1e-7)
+    assert [s for s, _ in rec.scalars["val_ema/acc"]] == [1]
+    assert rec.scalars["val_ema/loss"][0][1] != rec.scalars["val/loss"][0][1]
+
+
+def test_logged_lr_follows_the_schedule_closed_form(fast_cfg, tmp_path):
+    cfg = fast_cfg("scheduler=cosine", "trainer.max_epochs=2", "trainer.log_every_n_steps=1", output_dir=tmp_path)
+    rec = Recorder()
+    trainer = Trainer(cfg, callbacks=[rec])
+    trainer.fit()
+    lr0, total = cfg.optimizer.lr, trainer.steps_per_epoch * 2
+    logged = rec.scalars["lr"]
+    assert [s for s, _ in logged] == list(range(1, total + 1))
+    for step, lr in logged:  # logged after `step` optimizer steps and as many scheduler steps
+        assert lr == pytest.approx(0.5 * lr0 * (1 + math.cos(math.pi * step / total)), abs=1e-12)
+
+    cfg = fast_cfg("scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5", "trainer.max_epochs=3",
+                   output_dir=tmp_path / "step")
+    rec = Recorder()
+    trainer = Trainer(cfg, callbacks=[rec])
+    trainer.fit()
+    for step, lr in rec.scalars["lr"]:
+        epoch = (step - 1) // trainer.steps_per_epoch
+        assert lr == pytest.approx(cfg.optimizer.lr * 0.5**epoch)
+
+
+def test_gradient_accumulation_equals_one_big_batch(fast_cfg, tmp_path):
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=8", "optimizer=momentum")
+    big = Trainer(fast_cfg(*common, "data.batch_size=64", output_dir=tmp_path / "a"), callbacks=[])
+    big.fit()
+    small = Trainer(fast_cfg(*common, "data.batch_size=32", "trainer.accumulate_grad_batches=2",
+                             "trainer.limit_train_batches=16", output_dir=tmp_path / "b"), callbacks=[])
+    small.fit()
+    assert big.state.step == small.state.step == 8
+    for a, b in zip(big.model.parameters(), small.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_lbfgs_trains_through_the_closure(fast_cfg, tmp_path):
+    cfg = fast_cfg("optimizer=lbfgs", "optimizer.max_iter=4", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
+                   "trainer.log_every_n_steps=1", output_dir=tmp_path)
+    rec = Recorder()
+    trainer = Trainer(cfg, callbacks=[rec])
+    calls = 0
+    original = trainer.optimizer_step
+
+    def counting(micro):
+        nonlocal calls
+        calls += 1
+        return original(micro)
+
+    trainer.optimizer_step = counting
+    trainer.fit()
+    losses = [v for _, v in rec.scalars["train/loss"]]
+    assert calls == 5 and len(losses) == 5
+    assert isinstance(trainer.optimizer, torch.optim.LBFGS)
+    assert trainer.optimizer.state[trainer.optimizer.param_groups[0]["params"][0]]["func_evals"] > 5
+
+
+def test_snapshot_ensemble_saves_one_model_per_cycle_and_averages_logits(fast_cfg, tmp_path):
+    cfg = fast_cfg("scheduler=cosine_restarts", "scheduler.T_0=2", "trainer.max_epochs=6", output_dir=tmp_path)
+    Trainer(cfg).fit()
+    paths = snapshot_paths(tmp_path)
+    assert [p.name for p in paths] == ["snapshot_0.pt", "snapshot_1.pt", "snapshot_2.pt"]
+    members = []
+    for path in paths:
+        model = build_model(cfg)
+        model.load_state_dict(torch.load(path, weights_only=True)["model"])
+        members.append(model.eval())
+    x = torch.randn(5, 1, 28, 28)
+    expected = sum(m(x) for m in members) / 3
+    torch.testing.assert_close(Ensemble(members)(x), expected)

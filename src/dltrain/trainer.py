@@ -97,6 +97,7 @@ class Trainer:
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
         self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
+        self.channels_last = bool(t.channels_last)
         self.autocast = precision.autocast(self.device, str(t.precision))
         self.scaler = precision.grad_scaler(self.device, str(t.precision))
         # Polyak/EMA weights (callbacks/ema.py updates and validates them): w_ema ← d·w_ema + (1−d)·w
@@ -131,7 +132,7 @@ class Trainer:
         return net
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.t.channels_last and x.dim() == 4:
+        if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -199,7 +200,7 @@ class Trainer:
     def train_epoch(self) -> int:
         """One pass over the training batches (the rest of one after a mid-epoch resume); returns how many
         samples it saw."""
-        model, accumulate = self.model, self.t.accumulate_grad_batches  # read once per epoch
+        accumulate = self.t.accumulate_grad_batches  # read once per epoch
         every = self.t.checkpoint_every_n_steps or 0
         self.net.train()  # the wrappers (DDP, compile) too, not only the module
         start = self.state.batch  # batches done before a resume: skipped, not even gathered
@@ -247,7 +248,7 @@ class Trainer:
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum, correct = 0.0, 0
+            loss_sum = correct = None  # no `0 + tensor`: an extra op per step without accumulation
             for x, y in micro:
                 with self.autocast():
                     logits = self.net(self.to_input(x))
@@ -256,8 +257,9 @@ class Trainer:
                 share = len(y) / total
                 weighted = loss if share == 1 else loss * share
                 (scaler.scale(weighted) if scaler else weighted).backward()
-                loss_sum = loss_sum + weighted.detach()
-                correct = correct + (logits.detach().argmax(1) == y).sum()
+                hits = (logits.detach().argmax(1) == y).sum()
+                loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
+                correct = hits if correct is None else correct + hits
             if scaler:
                 scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
             add_penalty_gradients(self.weights, self.l1, self.l2)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from omegaconf import OmegaConf
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
@@ -50,8 +51,10 @@ class TensorBoardLogger(Callback):
     def on_log(self, trainer, scalars: dict, step: int) -> None:
         if self.writer is None:
             return
-        for tag, value in scalars.items():
-            self.writer.add_scalar(tag, value, step)
+        # One event holding every scalar of this step: half the cost of an add_scalar per tag, which
+        # matters when train/loss and train/acc are written for every optimizer step.
+        values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        self.writer.file_writer.add_summary(Summary(value=values), step)
 
     def add_histogram(self, tag: str, values, step: int) -> None:
         """For the diagnostics callback: weight, gradient and activation histograms in this run's file."""

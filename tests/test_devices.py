@@ -95,3 +95,18 @@ def test_ddp_without_torchrun_says_how_to_launch(fast_cfg, tmp_path, monkeypatch
 
     with pytest.raises(RuntimeError, match="torchrun --nproc_per_node"):
         distributed.setup("cpu")
+
+
+def test_ddp_ranks_stop_together_when_only_one_receives_the_signal(tmp_path):
+    """Rank 1 alone gets SIGTERM after step 3; both ranks stop at the next log flush (step 5) instead of
+    rank 0 waiting forever in a collective that rank 1 left."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DLTRAIN_TEST_SIGNAL": "SIGTERM@3@1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+    proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *FAST, "trainer.strategy=ddp", "trainer.accelerator=cpu",
+                           "trainer.log_every_n_steps=5", "data.batch_size=32"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode != 0
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    metrics = read_metrics(run)
+    assert metrics["status"] == "interrupted" and metrics["steps"] == 5
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 5

@@ -64,6 +64,15 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
         offset += t.numel()
 
 
+def agree_on_stop(local: int | None) -> int | None:
+    """The stop signal any rank received (the largest signal number), or None: every rank stops together."""
+    flag = torch.tensor([float(local or 0)])
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

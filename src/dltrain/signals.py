@@ -1,7 +1,7 @@
 """Stopping a run cleanly on SIGTERM, SIGINT or SIGUSR1 (cluster pre-emption, Ctrl-C, SLURM's warning).
 
-The handlers only set a flag; the trainer calls `check()` after every optimizer step (and at the end of each
-epoch), so the step in flight finishes, the Checkpoint callback writes last.pt, metrics.json says
+The handlers only set a flag; the trainer polls it after every optimizer step (and at the end of each
+epoch; under DDP the ranks agree on it at each log flush), so the step in flight finishes, the Checkpoint callback writes last.pt, metrics.json says
 `interrupted` and the process exits with 128 + the signal number. A second SIGINT does not wait: it raises
 KeyboardInterrupt at once (nothing is saved for the half-done step; last.pt stays the previous one).
 
@@ -10,7 +10,8 @@ allows it) and the previous ones are put back afterwards.
 
 Test hook: `DLTRAIN_TEST_SIGNAL=SIGTERM@40` makes the process send itself SIGTERM right after the 40th
 optimizer step it takes (counted over all the runs in the process, so a sweep's second job can be hit), so
-tests stop a run mid-epoch deterministically. It does nothing unless that variable is set.
+tests stop a run mid-epoch deterministically; `SIGTERM@40@1` hits only the process of global rank 1 (DDP
+tests). It does nothing unless that variable is set.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import os
 import signal
 import threading
 
-from dltrain.errors import Interrupted
 
 log = logging.getLogger("dltrain")
 
@@ -62,14 +62,11 @@ class StopSignals:
             signal.raise_signal(self._test[0])  # its handler runs before raise_signal returns
         return self.received
 
-    def check(self, step: int) -> None:
-        """Raise Interrupted if a stop signal arrived (between epochs)."""
-        if self.received is not None:
-            raise Interrupted(self.received, step)
-
 
 def _parse_test_hook(value: str | None):
     if not value:
         return None
-    name, _, step = value.partition("@")
+    name, step, *rank = value.split("@")
+    if rank and int(rank[0]) != int(os.environ.get("RANK", 0)):
+        return None
     return getattr(signal, name), int(step)

@@ -167,7 +167,11 @@ class Trainer:
                 self.fire("on_epoch_end", metrics)
                 if self.state.stop_reason:
                     break
-                self.signals.check(self.state.step)  # a signal during validation: last.pt is current, stop
+                received = self.signals.received  # a signal during validation: last.pt is current, stop
+                if self.dist.enabled:
+                    received = distributed.agree_on_stop(received)
+                if received:
+                    raise Interrupted(received, self.state.step)
             self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
             self.state.test = self.evaluate(self.data.test, "test", self.val_batches if self.t.fast_dev_run else None)
             self.log(self.state.test, self.state.epoch)
@@ -227,9 +231,14 @@ class Trainer:
             if self.schedule is not None and self.schedule.interval == "step":
                 self.schedule.step()
             stop = self.signals.poll(self.state.step)  # a stop signal: this step is the last one
+            due = len(losses) >= self.log_every or (every and self.state.step % every == 0)
+            if self.dist.enabled:
+                # Ranks may see a signal at different steps: they decide together, at the next flush (a
+                # collective every rank reaches at the same step), or one would wait for the others forever.
+                stop = distributed.agree_on_stop(stop) if due else None
             # Per-step values stay on the device and are read in one go: no host sync per step. They are also
             # read before a checkpoint, so that a NaN loss raises Diverged before a NaN model could be saved.
-            if len(losses) >= self.log_every or stop or (every and self.state.step % every == 0):
+            if due or stop:
                 self.flush_train_log(losses, corrects, sizes)
                 losses, corrects, sizes = [], [], []
             self.fire("on_train_step_end")  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps

@@ -186,7 +186,7 @@ def test_a_failure_during_setup_is_in_train_log_and_metrics(fast_cfg, tmp_path):
 
     assert read_metrics(run)["status"] == "failed"
     log = (run / "train.log").read_text()
-    assert "run failed: UnpicklingError" in log and "Traceback" in log
+    assert "run failed: ValueError: model.init_from" in log and "UnpicklingError" in log and "Traceback" in log
 
 
 def test_signal_handlers_are_restored_after_fit(fast_cfg, tmp_path):

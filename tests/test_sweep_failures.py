@@ -51,7 +51,7 @@ def test_a_failing_single_run_exits_non_zero_with_one_line(tmp_path):
                    env=ONE_THREAD)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert "dltrain: run failed: UnpicklingError" in proc.stderr
+    assert "dltrain: run failed: ValueError: model.init_from=corrupt.pt is not a dltrain checkpoint" in proc.stderr
     run = tmp_path / "outputs" / "run"
     assert read_metrics(run)["status"] == "failed"
     assert "Traceback" in (run / "train.log").read_text()

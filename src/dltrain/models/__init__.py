@@ -38,7 +38,11 @@ def build_model(cfg: DictConfig) -> nn.Module:
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a dltrain checkpoint's backbone (and head, when the shapes agree) into model."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    except Exception as e:  # torch's own message is a paragraph about pickling; say what matters here
+        raise ValueError(f"model.init_from={checkpoint} is not a dltrain checkpoint (a .pt file with a 'model' "
+                         f"state dict): {type(e).__name__}") from None
     own = model.state_dict()
     compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(compatible, strict=False)

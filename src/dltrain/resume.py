@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.callbacks.checkpoint import set_rng_state, unwrap
+from dltrain.callbacks.checkpoint import set_rng_state
 from dltrain.config import ConfigError
 from dltrain.runinfo import library_versions
 
@@ -164,7 +164,7 @@ def restore(trainer, checkpoint: dict | None) -> None:
     check_data_shape(trainer)
     if checkpoint is None:
         return
-    unwrap(trainer.model).load_state_dict(checkpoint["model"])
+    trainer.model.load_state_dict(checkpoint["model"])
     trainer.optimizer.load_state_dict(checkpoint["optimizer"])
     if trainer.schedule is not None and checkpoint.get("scheduler") is not None:
         trainer.schedule.load_state_dict(checkpoint["scheduler"])

@@ -67,17 +67,6 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The user's model inside DataParallel/DistributedDataParallel (.module) or torch.compile (._orig_mod)."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None:
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            return model
-        model = inner
-
-
 def callback_states(trainer) -> dict:
     """state_dict() of every callback that has one (early stopping…), keyed by class name."""
     states = {}
@@ -97,7 +86,7 @@ def snapshot(trainer) -> dict:
     batch = getattr(s, "batch", 0)
     return {
         "format": FORMAT,
-        "model": unwrap(trainer.model).state_dict(),
+        "model": trainer.model.state_dict(),  # the plain module: Trainer.wrap keeps DDP/compile in trainer.net
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.schedule.state_dict() if trainer.schedule is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -138,7 +127,7 @@ def check_plain(obj, where: str = "checkpoint") -> None:
 
 def check_finite(trainer) -> None:
     """Never keep a NaN model: a non-finite weight means the run diverged, whatever the logged loss says."""
-    bad = [name for name, p in unwrap(trainer.model).named_parameters() if not torch.isfinite(p).all()]
+    bad = [name for name, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise Diverged(f"non-finite weights in {', '.join(bad[:3])}{'…' if len(bad) > 3 else ''} at step "
                        f"{trainer.state.step}; the checkpoints keep the last finite model")

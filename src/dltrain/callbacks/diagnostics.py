@@ -65,15 +65,6 @@ def output_bounds(activation: nn.Module) -> tuple[float, float] | None:
     return None
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user's model inside DDP/DataParallel (`.module`) or torch.compile (`._orig_mod`)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
 def readable(path: str) -> str:
     """`backbone.block0.0` → `block0`; `backbone.stage1.block0.conv1` → `stage1.block0.conv1`; `head`."""
     if path.startswith("backbone."):
@@ -213,7 +204,7 @@ class Diagnostics(Callback):
         return self.every > 0 and (step == 1 or step % self.every == 0)
 
     def on_fit_start(self, trainer) -> None:
-        self.model = unwrap(trainer.model)
+        self.model = trainer.model  # the plain module (the wrappers live in trainer.net)
         self.weights, self.acts = find_layers(self.model)
         self.bounds = {name: output_bounds(act) for name, act in self.acts.items()}
         # A zero-centred bounded activation (tanh) is often negative for a whole batch and still passes

@@ -30,6 +30,7 @@ from dltrain.batch_size import fit_batch_size
 from dltrain.errors import Diverged, Interrupted, one_line  # noqa: F401 - Diverged: NaN/inf loss, a result
 from dltrain.runinfo import library_versions, seed_everything
 from dltrain.signals import StopSignals
+from dltrain.steplog import StepLog
 
 log = logging.getLogger("dltrain")
 
@@ -97,6 +98,8 @@ class Trainer:
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
         self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
+        self.checkpoint_every = t.checkpoint_every_n_steps or 0
+        self.accumulate = t.accumulate_grad_batches
         self.channels_last = bool(t.channels_last)
         self.autocast = precision.autocast(self.device, str(t.precision))
         self.scaler = precision.grad_scaler(self.device, str(t.precision))
@@ -204,12 +207,15 @@ class Trainer:
     def train_epoch(self) -> int:
         """One pass over the training batches (the rest of one after a mid-epoch resume); returns how many
         samples it saw."""
-        accumulate = self.t.accumulate_grad_batches  # read once per epoch
-        every = self.t.checkpoint_every_n_steps or 0
+        accumulate, every = self.accumulate, self.checkpoint_every
         self.net.train()  # the wrappers (DDP, compile) too, not only the module
         start = self.state.batch  # batches done before a resume: skipped, not even gathered
         self.data.train.set_epoch(self.state.epoch, start_batch=start)
-        losses, corrects, sizes = [], [], []
+        pending = StepLog()
+        # Per-epoch constants in locals: attribute chains and property calls add up over thousands of steps.
+        on_step_start, on_step_end = self.hooks("on_train_step_start"), self.hooks("on_train_step_end")
+        per_step_schedule = self.schedule if self.schedule is not None and self.schedule.interval == "step" else None
+        ranks_agree = self.dist.enabled
         micro = []
         seen = 0
         for i, (x, y) in enumerate(self.data.train, start=start):
@@ -218,63 +224,62 @@ class Trainer:
             micro.append((x, y))
             if len(micro) < accumulate:
                 continue
-            self.fire("on_train_step_start")
-            loss, correct = self.optimizer_step(micro)
-            n = sum(len(b[1]) for b in micro)
+            for hook in on_step_start:
+                hook(self)
+            loss, outputs, n = self.optimizer_step(micro)
+            pending.add(loss, outputs, n)
             seen += n
             micro = []
             self.state.step += 1
             self.state.batch = i + 1
-            losses.append(loss)
-            corrects.append(correct)
-            sizes.append(n)
-            if self.schedule is not None and self.schedule.interval == "step":
-                self.schedule.step()
+            if per_step_schedule is not None:
+                per_step_schedule.step()
             stop = self.signals.poll(self.state.step)  # a stop signal: this step is the last one
-            due = len(losses) >= self.log_every or (every and self.state.step % every == 0)
-            if self.dist.enabled:
+            due = len(pending) >= self.log_every or (every and self.state.step % every == 0)
+            if ranks_agree:
                 # Ranks may see a signal at different steps: they decide together, at the next flush (a
                 # collective every rank reaches at the same step), or one would wait for the others forever.
                 stop = distributed.agree_on_stop(stop) if due else None
             # Per-step values stay on the device and are read in one go: no host sync per step. They are also
             # read before a checkpoint, so that a NaN loss raises Diverged before a NaN model could be saved.
             if due or stop:
-                self.flush_train_log(losses, corrects, sizes)
-                losses, corrects, sizes = [], [], []
-            self.fire("on_train_step_end")  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+                self.flush_train_log(pending)
+            for hook in on_step_end:  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+                hook(self)
             if stop:
                 raise Interrupted(stop, self.state.step)
-        if losses:
-            self.flush_train_log(losses, corrects, sizes)
+        if pending:
+            self.flush_train_log(pending)
         return seen
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
-        """One optimizer step over `micro` (accumulate_grad_batches batches). It goes through a closure so
-        that optimizers which re-evaluate the loss (L-BFGS) work like every other one."""
-        total = sum(len(y) for _, y in micro)
+        """One optimizer step over `micro` (accumulate_grad_batches batches); returns the step's loss, the
+        detached (logits, labels) of each micro-batch and the sample count. It goes through a closure so that
+        optimizers which re-evaluate the loss (L-BFGS) work like every other one."""
+        total = sum(y.shape[0] for _, y in micro)
         scaler = self.scaler
-        outputs = {}
+        result = []
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum = correct = None  # no `0 + tensor`: an extra op per step without accumulation
+            loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
+            outputs = []
             for x, y in micro:
                 with self.autocast():
                     logits = self.net(self.to_input(x))
                     loss = self.loss_fn(logits, y)
                 # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-                share = len(y) / total
+                share = y.shape[0] / total
                 weighted = loss if share == 1 else loss * share
                 (scaler.scale(weighted) if scaler else weighted).backward()
-                hits = (logits.detach().argmax(1) == y).sum()
                 loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
-                correct = hits if correct is None else correct + hits
+                outputs.append((logits.detach(), y))
             if scaler:
                 scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
             add_penalty_gradients(self.weights, self.l1, self.l2)
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            outputs["loss"], outputs["correct"] = loss_sum, correct
+            result[:] = [loss_sum, outputs]  # L-BFGS calls the closure several times: the last one counts
             return loss_sum
 
         if scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
@@ -283,12 +288,10 @@ class Trainer:
             scaler.update()
         else:
             self.optimizer.step(closure)
-        return outputs["loss"], outputs["correct"]
+        return result[0], result[1], total
 
-    def flush_train_log(self, losses, corrects, sizes) -> None:
-        losses = torch.stack(losses)
-        corrects = torch.stack([torch.as_tensor(c, device=losses.device) for c in corrects]).float()
-        sizes = torch.tensor(sizes, dtype=torch.float32, device=losses.device)
+    def flush_train_log(self, pending: StepLog) -> None:
+        losses, corrects, sizes = pending.take()
         if self.dist.enabled:  # the global batch's numbers: every rank logs and decides the same
             losses = losses * sizes
             distributed.all_reduce_sum(losses, corrects, sizes)
@@ -296,8 +299,12 @@ class Trainer:
         values = losses.tolist()
         accs = (corrects / sizes).tolist()
         first = self.state.step - len(values) + 1
+        on_log = self.hooks("on_log")
         for k, (loss, acc) in enumerate(zip(values, accs)):
-            self.log({"train/loss": loss, "train/acc": acc}, first + k)
+            scalars = {"train/loss": loss, "train/acc": acc}
+            self.state.final.update(scalars)
+            for hook in on_log:
+                hook(self, scalars, first + k)
         if not all(math.isfinite(v) for v in values):
             raise Diverged(f"train/loss = {values[-1]} at step {self.state.step}")
         lrs = {f"lr/group{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
@@ -341,8 +348,13 @@ class Trainer:
         self.fire("on_log", scalars, step)
 
     def fire(self, hook: str, *args) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+        for method in self.hooks(hook):
+            method(self, *args)
+
+    def hooks(self, hook: str) -> list:
+        """The callbacks' methods for `hook`, leaving out those that only inherit Callback's no-op: the hot
+        loop takes these lists once per epoch or flush instead of calling every callback on every step."""
+        return [getattr(c, hook) for c in self.callbacks if getattr(type(c), hook) is not getattr(cb.Callback, hook)]
 
     def result(self) -> dict:
         s = self.state

@@ -9,6 +9,7 @@ from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
 from dltrain.callbacks.profiler import Profiler
+from dltrain.callbacks import progress
 from dltrain.callbacks.progress import ProgressBar
 from dltrain.callbacks.runlog import RunLog
 from dltrain.callbacks.snapshots import SnapshotEnsemble
@@ -34,8 +35,8 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
         callbacks.append(EarlyStopping(**cfg.regularizer.early_stopping))
     if main and cfg.trainer.profiler:
         callbacks.append(Profiler())
-    if main:
-        callbacks.append(ProgressBar(cfg.trainer.progress_bar))
+    if main and progress.wanted(cfg.trainer.progress_bar):
+        callbacks.append(ProgressBar())
     if main and cfg.trainer.diagnostics_every_n_steps:
         # first, so that its on_fit_end puts the health warnings into the result before the summary is written
         callbacks.insert(0, Diagnostics(cfg.trainer.diagnostics_every_n_steps))

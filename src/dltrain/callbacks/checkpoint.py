@@ -135,7 +135,7 @@ def check_finite(trainer) -> None:
 
 class Checkpoint(Callback):
     def on_train_step_end(self, trainer) -> None:
-        every = trainer.t.get("checkpoint_every_n_steps")
+        every = trainer.checkpoint_every
         if every and trainer.state.step % every == 0:
             self.save(trainer)
 

@@ -8,16 +8,21 @@ from tqdm.auto import tqdm
 from dltrain.callbacks.base import Callback
 
 
+def wanted(mode) -> bool:
+    """trainer.progress_bar: true, false, or auto (only when stdout is a terminal)."""
+    return sys.stdout.isatty() if mode == "auto" else bool(mode)
+
+
 class ProgressBar(Callback):
-    def __init__(self, mode="auto"):
-        self.enabled = sys.stdout.isatty() if mode == "auto" else bool(mode)
+    """Added only when wanted(trainer.progress_bar): a run without a bar pays nothing per step."""
+
+    def __init__(self):
         self.bar = None
 
     def on_fit_start(self, trainer) -> None:
-        if self.enabled:
-            total = trainer.steps_per_epoch * trainer.max_epochs
-            self.bar = tqdm(total=min(total, trainer.max_steps), initial=trainer.state.step,  # resumed: where it was
-                            unit="step", dynamic_ncols=True)
+        total = trainer.steps_per_epoch * trainer.max_epochs
+        self.bar = tqdm(total=min(total, trainer.max_steps), initial=trainer.state.step,  # resumed: where it was
+                        unit="step", dynamic_ncols=True)
 
     def on_train_step_end(self, trainer) -> None:
         if self.bar is not None:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -43,18 +44,25 @@ TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_rati
 
 
 def alternate(contenders: dict, rounds: int) -> dict:
-    """Run each contender `rounds` times, interleaved, after one untimed warm-up call each (first-call costs:
-    lazy initialisation, allocator growth, worker start-up); returns total samples / total seconds per name."""
+    """Run each contender once per round, after one untimed warm-up call each (first-call costs: lazy
+    initialisation, allocator growth, worker start-up), reversing the order every other round so that
+    neither always runs first; returns each contender's samples/s in every round."""
     for fn in contenders.values():
         fn()
-    totals = {name: [0, 0.0] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    rates = {name: [] for name in contenders}
+    for r in range(rounds):
+        order = list(contenders.items())
+        for name, fn in (order if r % 2 == 0 else reversed(order)):
             start = time.perf_counter()
             samples = fn()
-            totals[name][0] += samples
-            totals[name][1] += time.perf_counter() - start
-    return {name: samples / seconds for name, (samples, seconds) in totals.items()}
+            rates[name].append(samples / (time.perf_counter() - start))
+    return rates
+
+
+def ratio(rates: dict, a: str, b: str) -> float:
+    """The median over rounds of a's rate over b's in the same round: the pairs share whatever the machine
+    was doing at the time, and the median ignores the rounds a burst of other work hit only one side."""
+    return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
 
 
 def sync(device):
@@ -150,9 +158,9 @@ def loop_ratio(args, out, device_overrides, logged: bool = False) -> float:
     n = args.loop_batches
     rates = alternate({"dltrain": lambda: trainer_epoch(trainer, n),
                        "handwritten": lambda: handwritten_epoch(model, optimizer, batches, trainer.device, n)},
-                      args.rounds)
+                      args.loop_rounds)
     close(trainer)
-    return rates["dltrain"] / rates["handwritten"]
+    return ratio(rates, "dltrain", "handwritten")
 
 
 def loader_ratio(args, out, device) -> float:
@@ -164,7 +172,7 @@ def loader_ratio(args, out, device) -> float:
     rates = alternate({"dltrain": lambda: iterate(data.train, n, device),
                        "torchvision": lambda: iterate(baseline, n, device)}, args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
-    return rates["dltrain"] / rates["torchvision"]
+    return ratio(rates, "dltrain", "torchvision")
 
 
 def epoch_ratio(args, out, device_overrides) -> float:
@@ -181,7 +189,7 @@ def epoch_ratio(args, out, device_overrides) -> float:
                       args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
     close(trainer)
-    return rates["dltrain"] / rates["torchvision+loop"]
+    return ratio(rates, "dltrain", "torchvision+loop")
 
 
 def sweep_overhead(args, out) -> float:
@@ -204,10 +212,10 @@ def diag_overhead(args, out, device_overrides) -> float:
                               out / "diag_off")
     n = args.loop_batches
     rates = alternate({"on": lambda: trainer_epoch(with_diag, n), "off": lambda: trainer_epoch(without, n)},
-                      args.rounds)
+                      args.loop_rounds)
     close(with_diag)
     close(without)
-    return rates["off"] / rates["on"]  # time ratio = inverse rate ratio
+    return ratio(rates, "off", "on")  # time ratio = inverse rate ratio
 
 
 def cuda_speedups(args, out) -> dict:
@@ -222,14 +230,14 @@ def cuda_speedups(args, out) -> dict:
         trainer_epoch(other, 5)  # compile and autotune outside the timing
         rates = alternate({"with": lambda: trainer_epoch(other, n), "without": lambda: trainer_epoch(plain, n)},
                           args.rounds)
-        figures[name] = rates["with"] / rates["without"]
+        figures[name] = ratio(rates, "with", "without")
     if torch.cuda.device_count() >= 2:
         count = torch.cuda.device_count()
         dp = dltrain_trainer([*base, "trainer.strategy=dp", f"trainer.devices={count}",
                               f"data.batch_size={128 * count}"], out / "cuda_dp")
         rates = alternate({"dp": lambda: trainer_epoch(dp, n), "one": lambda: trainer_epoch(plain, n)}, args.rounds)
-        figures["dp_speedup"] = rates["dp"] / rates["one"]
-        figures["ddp_over_dp"] = ddp_over_dp(args, out, count, rates["dp"])
+        figures["dp_speedup"] = ratio(rates, "dp", "one")
+        figures["ddp_over_dp"] = ddp_over_dp(args, out, count, statistics.median(rates["dp"]))
     return figures
 
 
@@ -253,7 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     args.rounds = 3 if quick else 5
-    args.loop_batches = 300 if quick else 430
+    args.loop_rounds = 20 if quick else 40  # the loop figures compare within a few percent: more, shorter pairs
+    args.loop_batches = 100 if quick else 200
     args.loader_batches = 100 if quick else 430
     args.epoch_batches = 15 if quick else 60
     args.sweep_epochs = 10  # the default run: fixed costs (start-up, report) weigh as in a real sweep

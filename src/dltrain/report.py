@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dltrain import tb_crc
+
 log = logging.getLogger("dltrain")
 
 SEED_KEYS = ("seed",)
@@ -255,20 +257,34 @@ def write_csv(path: Path, table: list[dict]) -> None:
 
 
 def read_curves(run_dir: Path, tags=("val/acc", "train/loss")) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value)]} from a run's event files (scalars only)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """{tag: [(step, value)]} of `tags` from a run's event files, in the order they were written.
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "tensors": 1,
-                                                         "images": 1, "audio": 1, "compressedHistograms": 1})
-    tb_log = logging.getLogger("tensorboard")   # "No path found after …" at the end of every file
-    level = tb_log.level
-    tb_log.setLevel(logging.ERROR)
-    try:
-        acc.Reload()
-    finally:
-        tb_log.setLevel(level)
-    available = set(acc.Tags().get("scalars", []))
-    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags if t in available}
+    TensorBoard's EventAccumulator would keep every tag and compress every histogram of the run (diagnostics
+    included), ~5x the time of reading the records and keeping two tags. What it does about restarts is kept:
+    a resumed run's writer marks where it restarts (a SessionLog START at its purge step), and a step that
+    goes back replaces what that tag had logged from there on, so a step is never shown twice."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+    tb_crc.install()  # every record's checksum is verified: in C, most of the read time otherwise
+    curves: dict[str, list[tuple[int, float]]] = {tag: [] for tag in tags}
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):  # named by creation time
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            if event.session_log.status == SessionLog.START:
+                for points in curves.values():
+                    _drop_from(points, event.step)
+            for value in event.summary.value:
+                points = curves.get(value.tag)
+                if points is not None:
+                    _drop_from(points, event.step)
+                    points.append((event.step, value.simple_value))
+    return {tag: points for tag, points in curves.items() if points}
+
+
+def _drop_from(points: list[tuple[int, float]], step: int) -> None:
+    while points and points[-1][0] >= step:
+        points.pop()
 
 
 def _smooth(values: list[float], n: int) -> list[float]:

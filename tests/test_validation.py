@@ -16,6 +16,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # (command line, substrings the message must contain: the key, and the bad value where there is one)
 INVALID = [
     (["optimizer=adamm"], ["optimizer=adamm", "adam", "momentum", "sgd"]),
+    (["hydra/sweeper=optuna"], ["hydra/sweeper=optuna", "hparams_search=<optuna, random>"]),
     (["model=transformer"], ["model=transformer", "mlp", "cnn", "resnet"]),
     (["regularizer=[l2,dropt]"], ["regularizer=dropt", "dropout"]),
     (["logger=wandb"], ["logger=wandb", "tensorboard"]),
@@ -119,3 +120,71 @@ def test_the_real_entry_point_reports_every_mistake_without_traceback(tmp_path):
     assert lines[0] == "dltrain: invalid config:" and len(lines) == 4, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("lines", [
+    ["seed=3", "trainer.max_epochs=4"],
+    ["optimizer=adam", "optimizer.lr=0.01", "+model.extra=1", "~augment.rotation", "init=he"],
+    ["regularizer=[l2,dropout]", "regularizer.l2=0.001", "hydra.sweep.dir=/tmp/x", "+launcher=submitit_local"],
+    ["data.batch_size=64", "resume=null", "+experiment=speedrun"],
+])
+def test_preflight_job_config_equals_hydras_composition(lines):
+    """The preflight composes once per choice of groups and applies each job's values itself: the result
+    must be the config Hydra composes for that job, job directory name included."""
+    from omegaconf import OmegaConf
+
+    from dltrain.preflight import CommandLine
+
+    command = CommandLine(lines, multirun=True)
+    ours = command.job_config(lines)
+    assert ours is not None, command.problems
+    hydras = command.compose(lines)
+    assert OmegaConf.to_container(ours.hydra.job) == OmegaConf.to_container(hydras.hydra.job)
+    assert list(ours.hydra.overrides.task) == list(hydras.hydra.overrides.task) == [
+        line for line in lines if not line.startswith("hydra.")]
+    without_hydra = [{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+                     for cfg in (ours, hydras)]
+    assert without_hydra[0] == without_hydra[1]
+
+
+def test_preflight_records_each_job_as_hydras_sweeper_lists_it():
+    """The sweeper skips re-composing exactly the jobs recorded here, so the records must be Hydra's own
+    per-job override lists (values re-serialised: false → False)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dltrain import preflight
+
+    lines = ["seed=0,1", "optimizer=sgd,adam", "trainer.progress_bar=false", "hydra.sweep.dir=/tmp/unused"]
+    preflight.COMPOSED_JOBS.clear()
+    preflight.CommandLine(lines, multirun=True).check()
+    task = [o for o in OverridesParser.create().parse_overrides(lines) if not o.is_hydra_override()]
+    hydras_jobs = {frozenset(job) for batch in BasicSweeper.split_arguments(task, None) for job in batch}
+    assert len(hydras_jobs) == 4
+    assert preflight.COMPOSED_JOBS == hydras_jobs
+
+
+def test_the_sweeper_validates_only_the_jobs_the_preflight_did_not_compose(monkeypatch):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as HydraBasicSweeper
+    from hydra_plugins.dltrain_search.basic import BasicSweeper
+
+    from dltrain import preflight
+
+    validated = []
+    monkeypatch.setattr(HydraBasicSweeper, "validate_batch_is_legal", lambda self, batch: validated.append(batch))
+    monkeypatch.setattr(preflight, "COMPOSED_JOBS", {frozenset(["seed=0", "optimizer=sgd"])})
+    sweeper = BasicSweeper(max_batch_size=None)
+    sweeper.validate_batch_is_legal([["optimizer=sgd", "seed=0"]])
+    assert validated == []
+    sweeper.validate_batch_is_legal([["optimizer=sgd", "seed=0"], ["optimizer=adam", "seed=0"]])
+    assert validated == [[["optimizer=adam", "seed=0"]]]
+
+
+def test_a_bad_option_in_a_presets_sweep_params_stops_the_sweep_before_any_job(tmp_path):
+    """Jobs from hydra.sweeper.params are not on the command line the preflight reads: Hydra's own
+    validation of the batch still composes them before the first job starts."""
+    proc = run_cli(["-m", "hydra.sweeper.params.optimizer=sgd,adamm", "data=synthetic", "trainer.max_epochs=1"],
+                   cwd=tmp_path, check=False, env=ONE_THREAD)
+    assert proc.returncode != 0
+    assert "adamm" in proc.stderr and "sgd" in proc.stderr
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("train.log"))

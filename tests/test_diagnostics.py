@@ -143,3 +143,30 @@ def test_a_real_run_logs_diag_tags_histograms_and_warnings(tmp_path, fast_cfg):
     off = Trainer(fast_cfg("trainer.fast_dev_run=true", "trainer.diagnostics_every_n_steps=0",
                            output_dir=tmp_path / "off")).fit()
     assert not any(k.startswith("diag/") for k in off["final"]) and "warnings" not in off
+
+
+def test_histograms_bin_like_numpy_and_skip_non_finite_samples():
+    import numpy as np
+
+    from dltrain.callbacks.diagnostics import HISTOGRAM_BINS, histograms, thin
+
+    g = torch.Generator().manual_seed(0)
+    wide = torch.randn(300, 50, generator=g) * 3 + 1   # thinned to 4096 samples
+    small = torch.rand(17, generator=g)
+    constant = torch.zeros(5)
+    broken = torch.tensor([1.0, float("nan")])
+    hists = histograms([wide, small, constant, broken])
+    for tensor, hist in zip((wide, small), hists):
+        sample = thin(tensor).numpy().astype(np.float64)
+        counts, edges = np.histogram(sample, bins=HISTOGRAM_BINS)
+        assert hist["num"] == sample.size and hist["bucket_counts"][0] == 0
+        assert np.abs(np.array(hist["bucket_counts"][1:]) - counts).sum() <= 2  # float32 vs float64 at the edges
+        np.testing.assert_allclose(hist["bucket_limits"], edges, rtol=1e-5, atol=1e-6)
+        assert hist["min"] == pytest.approx(sample.min()) and hist["max"] == pytest.approx(sample.max())
+        assert hist["sum"] == pytest.approx(sample.sum(), rel=1e-4)
+        assert hist["sum_squares"] == pytest.approx((sample ** 2).sum(), rel=1e-4)
+    const = hists[2]
+    assert const["min"] == const["max"] == 0 and const["num"] == 5
+    assert const["bucket_limits"][0] == -0.5 and const["bucket_limits"][-1] == pytest.approx(0.5)
+    assert sum(const["bucket_counts"]) == 5 and max(const["bucket_counts"]) == 5
+    assert hists[3] is None

@@ -6,6 +6,7 @@ the maths of a step.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -93,6 +94,9 @@ class Trainer:
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, self.model)
+        # An optimizer whose step() requires a closure evaluates the loss itself, maybe several times (L-BFGS).
+        closure = inspect.signature(type(self.optimizer).step).parameters.get("closure")
+        self.reevaluates = closure is not None and closure.default is inspect.Parameter.empty
         self.weights, _ = split_parameters(self.model)
         self.net = self.wrap(self.model)
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
@@ -254,8 +258,8 @@ class Trainer:
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
         """One optimizer step over `micro` (accumulate_grad_batches batches); returns the step's loss, the
-        detached (logits, labels) of each micro-batch and the sample count. It goes through a closure so that
-        optimizers which re-evaluate the loss (L-BFGS) work like every other one."""
+        detached (logits, labels) of each micro-batch and the sample count. The forward and backward passes
+        are a closure, which optimizers that re-evaluate the loss (L-BFGS) call themselves."""
         total = sum(y.shape[0] for _, y in micro)
         scaler = self.scaler
         result = []
@@ -286,8 +290,11 @@ class Trainer:
             closure()
             scaler.step(self.optimizer)
             scaler.update()
-        else:
+        elif self.reevaluates:
             self.optimizer.step(closure)
+        else:  # the same, without the optimizer's enable_grad/closure wrapping around every forward pass
+            closure()
+            self.optimizer.step()
         return result[0], result[1], total
 
     def flush_train_log(self, pending: StepLog) -> None:
@@ -300,11 +307,12 @@ class Trainer:
         accs = (corrects / sizes).tolist()
         first = self.state.step - len(values) + 1
         on_log = self.hooks("on_log")
-        for k, (loss, acc) in enumerate(zip(values, accs)):
-            scalars = {"train/loss": loss, "train/acc": acc}
-            self.state.final.update(scalars)
-            for hook in on_log:
-                hook(self, scalars, first + k)
+        if on_log:  # every step's values, to whoever records them (TensorBoard)
+            for k, (loss, acc) in enumerate(zip(values, accs)):
+                scalars = {"train/loss": loss, "train/acc": acc}
+                for hook in on_log:
+                    hook(self, scalars, first + k)
+        self.state.final.update({"train/loss": values[-1], "train/acc": accs[-1]})
         if not all(math.isfinite(v) for v in values):
             raise Diverged(f"train/loss = {values[-1]} at step {self.state.step}")
         lrs = {f"lr/group{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}

@@ -24,7 +24,7 @@ def test_take_counts_each_step_over_its_own_micro_batches():
     assert losses.tolist() == pytest.approx([e[0] for e in expected])
     assert corrects.tolist() == [e[1] for e in expected]
     assert sizes.tolist() == [e[2] for e in expected]
-    assert len(log) == 0 and not log.logits  # emptied: the next flush starts afresh
+    assert len(log) == 0 and not log.predictions  # emptied: the next flush starts afresh
 
 
 class WeightsBeforeEachStep(Recorder):

@@ -2,8 +2,9 @@
 
 DESIGN logs train/loss and train/acc for every optimizer step. Counting a step's correct predictions takes
 three small ops (argmax, compare, sum); done per step they cost a few percent of a small model's step on the
-CPU, and on a GPU three kernel launches. So each step's detached logits and labels wait here, and the count
-runs once per flush over all of them. The price is memory: log_every_n_steps × batch × classes values.
+CPU, and on a GPU three kernel launches. So each step only takes its predictions (the argmax, over its own
+logits: as one reduction over a whole flush's logits it would be large enough for the CPU kernels to hand it
+to their thread pool, which cost up to milliseconds here), and the comparing and counting run once per flush.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class StepLog:
     def __init__(self):
         self.losses: list[torch.Tensor] = []  # one 0-d tensor per step: the step's mean loss
         self.sizes: list[int] = []            # samples per step
-        self.logits: list[torch.Tensor] = []  # per micro-batch, detached
+        self.predictions: list[torch.Tensor] = []  # per micro-batch: the predicted classes
         self.labels: list[torch.Tensor] = []
 
     def __len__(self) -> int:
@@ -27,14 +28,14 @@ class StepLog:
         self.losses.append(loss)
         self.sizes.append(size)
         for logits, labels in outputs:
-            self.logits.append(logits)
+            self.predictions.append(logits.argmax(1))
             self.labels.append(labels)
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, correct count, size) per step, as float tensors on the device; empties the log."""
         losses = torch.stack(self.losses).float()
         device = losses.device
-        hits = (torch.cat(self.logits).argmax(1) == torch.cat(self.labels)).float()
+        hits = (torch.cat(self.predictions) == torch.cat(self.labels)).float()
         # Each step's count is the running total at its last sample minus the one at the step before.
         ends = torch.tensor(list(accumulate(self.sizes)), device=device) - 1
         totals = hits.cumsum(0)[ends]

@@ -90,6 +90,21 @@ def test_crop_is_a_shifted_window_of_the_zero_padded_image(padding):
     assert len(offsets) > 3  # offsets vary from sample to sample
 
 
+@pytest.mark.parametrize("shape", [(64, 1, 9, 9), (32, 3, 6, 11)])
+def test_crop_and_flip_in_one_gather_equals_crop_then_flip(shape):
+    """The batch augmentation crops and mirrors in one gather; it must equal the two steps done one after
+    the other, with the same random numbers (same seed: same training run as before the fusion)."""
+    x = batch(*shape) + 0.01
+    torch.manual_seed(5)
+    fused = BatchAugment(crop=2, flip=0.5)(x)
+    torch.manual_seed(5)
+    cropped = random_crop(x, 2)
+    two_steps = random_flip(cropped, 0.5)
+    assert torch.equal(fused, two_steps)
+    mirrored = (two_steps != cropped).flatten(1).any(1)
+    assert 0 < mirrored.sum() < len(x)  # both branches of the flip were taken
+
+
 def test_crop_offsets_cover_the_range():
     # one bright pixel in the middle: its position after the crop reveals the offset drawn for each sample
     n, h, w, p = 2000, 9, 9, 2

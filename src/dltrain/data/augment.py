@@ -22,25 +22,36 @@ def _uniform(n: int, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
 
 def random_flip(x: torch.Tensor, p: float) -> torch.Tensor:
     """Mirror each image left↔right with probability p."""
-    flip = torch.rand(len(x), device=x.device) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return crop_and_flip(x, 0, p)
 
 
 def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """Pad by `padding` zero pixels on every side, then cut an H×W window at a random offset per image.
+    """Pad by `padding` zero pixels on every side, then cut an H×W window at a random offset per image."""
+    return crop_and_flip(x, padding, 0.0)
 
-    Two gathers, rows then columns, with index grids offset per sample: a whole-batch integer shift."""
-    if padding <= 0:
-        return x
+
+def crop_and_flip(x: torch.Tensor, padding: int, p: float) -> torch.Tensor:
+    """random_crop, then random_flip, as one gather: output pixel (r, j) of image i comes from pixel
+    (dy_i + r, dx_i + j) of the zero-padded image, or (dy_i + r, dx_i + W−1−j) where i is mirrored.
+
+    One pass over the batch instead of four (two gathers, a flip and a select): this is most of the data
+    path's time on the CPU. It draws the same random numbers, in the same order, as the two steps apart."""
     n, c, h, w = x.shape
-    span = 2 * padding + 1
-    dy = torch.randint(span, (n,), device=x.device)
-    dx = torch.randint(span, (n,), device=x.device)
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # N×H: source rows in the padded image
-    cols = dx[:, None] + torch.arange(w, device=x.device)  # N×W
-    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2 * padding))
-    return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+    if padding > 0:
+        span = 2 * padding + 1
+        dy = torch.randint(span, (n, 1, 1), device=x.device)
+        dx = torch.randint(span, (n, 1, 1), device=x.device)
+        x = F.pad(x, (padding, padding, padding, padding))
+    else:
+        dy = dx = torch.zeros((n, 1, 1), dtype=torch.long, device=x.device)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    if p:
+        flip = torch.rand(n, device=x.device).view(n, 1, 1) < p
+        cols = torch.where(flip, w - 1 - cols, cols)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    index = (dy + rows) * x.shape[-1] + dx + cols  # N×H×W: flat source positions in each padded image
+    out = x.reshape(n, c, -1).gather(2, index.view(n, 1, h * w).expand(n, c, h * w))
+    return out.view(n, c, h, w)
 
 
 def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -86,10 +97,8 @@ class BatchAugment:
         self.brightness, self.contrast = float(brightness), float(contrast)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop:
-            x = random_crop(x, self.crop)
-        if self.flip:
-            x = random_flip(x, self.flip)
+        if self.crop or self.flip:
+            x = crop_and_flip(x, self.crop, self.flip)
         if self.rotation:
             x = random_rotation(x, self.rotation)
         if self.brightness or self.contrast:

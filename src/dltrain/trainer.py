@@ -258,44 +258,49 @@ class Trainer:
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
         """One optimizer step over `micro` (accumulate_grad_batches batches); returns the step's loss, the
-        detached (logits, labels) of each micro-batch and the sample count. The forward and backward passes
-        are a closure, which optimizers that re-evaluate the loss (L-BFGS) call themselves."""
+        (logits, labels) of each micro-batch and the sample count."""
+        if self.scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
+            result = self.forward_backward(micro)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif self.reevaluates:  # L-BFGS evaluates the loss itself, maybe several times: the last one counts
+            results = []
+
+            def closure():
+                results.append(self.forward_backward(micro))
+                return results[-1][0]
+
+            self.optimizer.step(closure)
+            result = results[-1]
+        else:
+            result = self.forward_backward(micro)
+            self.optimizer.step()
+        return result
+
+    def forward_backward(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
+        """Fresh gradients of the loss over `micro`, with the penalties and clipping applied; returns what
+        optimizer_step returns."""
+        self.optimizer.zero_grad(set_to_none=True)
         total = sum(y.shape[0] for _, y in micro)
         scaler = self.scaler
-        result = []
-
-        def closure():
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
-            outputs = []
-            for x, y in micro:
-                with self.autocast():
-                    logits = self.net(self.to_input(x))
-                    loss = self.loss_fn(logits, y)
-                # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-                share = y.shape[0] / total
-                weighted = loss if share == 1 else loss * share
-                (scaler.scale(weighted) if scaler else weighted).backward()
-                loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
-                outputs.append((logits.detach(), y))
-            if scaler:
-                scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-            add_penalty_gradients(self.weights, self.l1, self.l2)
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            result[:] = [loss_sum, outputs]  # L-BFGS calls the closure several times: the last one counts
-            return loss_sum
-
-        if scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
-            closure()
-            scaler.step(self.optimizer)
-            scaler.update()
-        elif self.reevaluates:
-            self.optimizer.step(closure)
-        else:  # the same, without the optimizer's enable_grad/closure wrapping around every forward pass
-            closure()
-            self.optimizer.step()
-        return result[0], result[1], total
+        loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
+        outputs = []
+        for x, y in micro:
+            with self.autocast():
+                logits = self.net(self.to_input(x))
+                loss = self.loss_fn(logits, y)
+            # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
+            share = y.shape[0] / total
+            weighted = loss if share == 1 else loss * share
+            (scaler.scale(weighted) if scaler else weighted).backward()
+            loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
+            outputs.append((logits.detach(), y))
+        if scaler:
+            scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
+        add_penalty_gradients(self.weights, self.l1, self.l2)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        return loss_sum, outputs, total
 
     def flush_train_log(self, pending: StepLog) -> None:
         losses, corrects, sizes = pending.take()

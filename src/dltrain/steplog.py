@@ -8,8 +8,6 @@ to their thread pool, which cost up to milliseconds here), and the comparing and
 """
 from __future__ import annotations
 
-from itertools import accumulate
-
 import torch
 
 
@@ -34,12 +32,8 @@ class StepLog:
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, correct count, size) per step, as float tensors on the device; empties the log."""
         losses = torch.stack(self.losses).float()
-        device = losses.device
         hits = (torch.cat(self.predictions) == torch.cat(self.labels)).float()
-        # Each step's count is the running total at its last sample minus the one at the step before.
-        ends = torch.tensor(list(accumulate(self.sizes)), device=device) - 1
-        totals = hits.cumsum(0)[ends]
-        corrects = torch.diff(totals, prepend=totals.new_zeros(1))
-        sizes = torch.tensor(self.sizes, dtype=torch.float32, device=device)
+        sizes = torch.tensor(self.sizes, device=losses.device)
+        corrects = torch.segment_reduce(hits, "sum", lengths=sizes)  # each step's samples are consecutive
         self.__init__()
-        return losses, corrects, sizes
+        return losses, corrects, sizes.float()

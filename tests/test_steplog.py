@@ -10,12 +10,16 @@ from dltrain.steplog import StepLog
 from tests.test_training_options import Recorder
 
 
-def test_take_counts_each_step_over_its_own_micro_batches():
+@pytest.mark.parametrize("steps", [
+    ([5], [3, 4], [1], [7, 2, 6], [2]),  # steps of 5, 7, 1, 15 and 2 samples
+    ([700], [300, 900], [1000], [650, 50]),  # more rows than one piece of the flush's argmax
+])
+def test_take_counts_each_step_over_its_own_micro_batches(steps):
     g = torch.Generator().manual_seed(0)
     log = StepLog()
     expected = []
-    for micro_sizes in ([5], [3, 4], [1], [7, 2, 6], [2]):  # steps of 5, 7, 1, 15 and 2 samples
-        outputs = [(torch.randn(n, 4, generator=g), torch.randint(0, 4, (n,), generator=g)) for n in micro_sizes]
+    for micro_sizes in steps:
+        outputs = [(torch.randn(n, 10, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in micro_sizes]
         loss = torch.rand((), generator=g)
         log.add(loss, outputs, sum(micro_sizes))
         hits = sum(int((logits.argmax(1) == y).sum()) for logits, y in outputs)
@@ -24,7 +28,7 @@ def test_take_counts_each_step_over_its_own_micro_batches():
     assert losses.tolist() == pytest.approx([e[0] for e in expected])
     assert corrects.tolist() == [e[1] for e in expected]
     assert sizes.tolist() == [e[2] for e in expected]
-    assert len(log) == 0 and not log.predictions  # emptied: the next flush starts afresh
+    assert len(log) == 0 and not log.logits  # emptied: the next flush starts afresh
 
 
 class WeightsBeforeEachStep(Recorder):

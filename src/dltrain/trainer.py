@@ -258,7 +258,7 @@ class Trainer:
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
         """One optimizer step over `micro` (accumulate_grad_batches batches); returns the step's loss, the
-        (logits, labels) of each micro-batch and the sample count."""
+        detached (logits, labels) of each micro-batch and the sample count."""
         if self.scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
             result = self.forward_backward(micro)
             self.scaler.step(self.optimizer)

@@ -36,6 +36,8 @@ def crop_and_flip(x: torch.Tensor, padding: int, p: float) -> torch.Tensor:
 
     One pass over the batch instead of four (two gathers, a flip and a select): this is most of the data
     path's time on the CPU. It draws the same random numbers, in the same order, as the two steps apart."""
+    if padding <= 0 and not p:
+        return x
     n, c, h, w = x.shape
     if padding > 0:
         span = 2 * padding + 1

@@ -85,7 +85,11 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(tmp_p
     b = torch.load(single_run / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key in b:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
-    assert read_metrics(ddp_run)["final"]["val/acc"] == pytest.approx(read_metrics(single_run)["final"]["val/acc"])
+    ddp_final, single_final = read_metrics(ddp_run)["final"], read_metrics(single_run)["final"]
+    assert ddp_final["val/acc"] == pytest.approx(single_final["val/acc"])
+    # the logged train numbers are the global batch's: all-reduced over the ranks, weighted by their samples
+    assert ddp_final["train/loss"] == pytest.approx(single_final["train/loss"], abs=1e-5)
+    assert ddp_final["train/acc"] == pytest.approx(single_final["train/acc"])
 
 
 def test_ddp_without_torchrun_says_how_to_launch(fast_cfg, tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from tests.test_training_options import Recorder
 
 @pytest.mark.parametrize("steps", [
     ([5], [3, 4], [1], [7, 2, 6], [2]),  # steps of 5, 7, 1, 15 and 2 samples
-    ([700], [300, 900], [1000], [650, 50]),  # more rows than one piece of the flush's argmax
+    ([700], [300, 900], [1000], [650, 50]),  # more rows than ATen's parallel grain
+    ([4, 4], [8], [3, 5], [8]),  # steps of one size: counted without segment_reduce
 ])
 def test_take_counts_each_step_over_its_own_micro_batches(steps):
     g = torch.Generator().manual_seed(0)
@@ -27,7 +28,7 @@ def test_take_counts_each_step_over_its_own_micro_batches(steps):
     losses, corrects, sizes = log.take()
     assert losses.tolist() == pytest.approx([e[0] for e in expected])
     assert corrects.tolist() == [e[1] for e in expected]
-    assert sizes.tolist() == [e[2] for e in expected]
+    assert sizes == [e[2] for e in expected]
     assert len(log) == 0 and not log.logits  # emptied: the next flush starts afresh
 
 

@@ -305,11 +305,12 @@ class Trainer:
     def flush_train_log(self, pending: StepLog) -> None:
         losses, corrects, sizes = pending.take()
         if self.dist.enabled:  # the global batch's numbers: every rank logs and decides the same
-            losses = losses * sizes
-            distributed.all_reduce_sum(losses, corrects, sizes)
-            losses = losses / sizes
+            counts = torch.tensor(sizes, dtype=torch.float, device=losses.device)
+            losses, corrects = losses.float() * counts, corrects.float()
+            distributed.all_reduce_sum(losses, corrects, counts)
+            losses, sizes = losses / counts, counts.tolist()
         values = losses.tolist()
-        accs = (corrects / sizes).tolist()
+        accs = [c / n for c, n in zip(corrects.tolist(), sizes)]
         first = self.state.step - len(values) + 1
         on_log = self.hooks("on_log")
         if on_log:  # every step's values, to whoever records them (TensorBoard)

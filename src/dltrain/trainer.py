@@ -281,23 +281,24 @@ class Trainer:
         """Fresh gradients of the loss over `micro`, with the penalties and clipping applied; returns what
         optimizer_step returns."""
         self.optimizer.zero_grad(set_to_none=True)
-        total = sum(y.shape[0] for _, y in micro)
+        single = len(micro) == 1  # no accumulation: the usual case, without the weighting's extra op
+        total = micro[0][1].shape[0] if single else sum(y.shape[0] for _, y in micro)
         scaler = self.scaler
         loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
         outputs = []
         for x, y in micro:
             with self.autocast():
-                logits = self.net(self.to_input(x))
+                logits = self.net(self.to_input(x) if self.channels_last else x)
                 loss = self.loss_fn(logits, y)
             # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-            share = y.shape[0] / total
-            weighted = loss if share == 1 else loss * share
+            weighted = loss if single else loss * (y.shape[0] / total)
             (scaler.scale(weighted) if scaler else weighted).backward()
             loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
             outputs.append((logits.detach(), y))
         if scaler:
             scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-        add_penalty_gradients(self.weights, self.l1, self.l2)
+        if self.l1 or self.l2:
+            add_penalty_gradients(self.weights, self.l1, self.l2)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         return loss_sum, outputs, total

@@ -8,7 +8,7 @@ Prints a table and writes outputs/bench/bench.json. Figures:
   loop_ratio        samples/s of dltrain's Trainer over a hand-written loop (pytorch/examples mnist style),
                     same model, data, batch size and device; like the baseline, logging nothing
                     (logger=none, diagnostics off), as Lightning's parity tests do         target ≥ 0.97
-  loop_ratio_logged the same with TensorBoard per-step scalars and diagnostics every 100 steps on
+  loop_ratio_logged the same with TensorBoard per-step scalars and diagnostics every 100 steps on (full only)
   loader_ratio      samples/s of dltrain's data path over torchvision FashionMNIST + DataLoader(num_workers=2,
                     ToTensor, Normalize, RandomCrop, RandomHorizontalFlip), data only        target ≥ 10 (CPU)
   epoch_ratio       the same two pipelines training the CNN end to end                       target ≥ 1.3 (CPU)
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python scripts/bench.py` from a checkout
 
-from dltrain import Trainer, build_datamodule, build_model, build_optimizer, compose_config  # noqa: E402
+from dltrain import Trainer, build_datamodule, compose_config  # noqa: E402
 from dltrain.data.datasets import FASHION_MNIST, locate  # noqa: E402
 
 TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_ratio": (">=", 1.3),
@@ -151,14 +151,13 @@ def loop_ratio(args, out, device_overrides, logged: bool = False) -> float:
     if not logged:
         overrides += ["logger=none", "trainer.diagnostics_every_n_steps=0"]
     trainer = dltrain_trainer(overrides, out / ("loop_logged" if logged else "loop"))
-    cfg = trainer.cfg
-    model = build_model(cfg).to(trainer.device)
-    optimizer = build_optimizer(cfg, model)
-    batches = trainer.data.train  # the same resident batches: only the loop differs
+    # The same resident batches, model and optimizer: only the loop differs (two models of the same
+    # architecture at different addresses ran up to 0.5 % apart with the same loop here).
+    model, optimizer, batches = trainer.model, trainer.optimizer, trainer.data.train
     n = args.loop_batches
     rates = alternate({"dltrain": lambda: trainer_epoch(trainer, n),
                        "handwritten": lambda: handwritten_epoch(model, optimizer, batches, trainer.device, n)},
-                      args.loop_rounds)
+                      args.side_rounds if logged else args.loop_rounds)
     close(trainer)
     return ratio(rates, "dltrain", "handwritten")
 
@@ -179,8 +178,7 @@ def epoch_ratio(args, out, device_overrides) -> float:
     overrides = [*device_overrides, "model=cnn", "augment=[crop,flip]", "trainer.max_epochs=1000",
                  "trainer.diagnostics_every_n_steps=0"]
     trainer = dltrain_trainer(overrides, out / "epoch")
-    model = build_model(trainer.cfg).to(trainer.device)
-    optimizer = build_optimizer(trainer.cfg, model)
+    model, optimizer = trainer.model, trainer.optimizer  # only the data path and the loop differ
     baseline, tmp = torchvision_loader(trainer.cfg.data.batch_size)
     iterate(baseline, 2, trainer.device)
     n = args.epoch_batches
@@ -210,9 +208,11 @@ def diag_overhead(args, out, device_overrides) -> float:
                                 out / "diag_on")
     without = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"],
                               out / "diag_off")
-    n = args.loop_batches
+    # Calls of 100 steps: each "on" call holds exactly one diagnostics step. With 50-step calls only every
+    # other one did, and the median of the two-mode pair ratios jumped between the modes (1.00-1.05 here).
+    n = 2 * args.loop_batches
     rates = alternate({"on": lambda: trainer_epoch(with_diag, n), "off": lambda: trainer_epoch(without, n)},
-                      args.loop_rounds)
+                      args.side_rounds)
     close(with_diag)
     close(without)
     return ratio(rates, "off", "on")  # time ratio = inverse rate ratio
@@ -262,9 +262,13 @@ def main() -> None:
     quick = args.quick
     args.rounds = 3 if quick else 5
     # The loop figures resolve a few percent on a VM whose speed swings by 2x: many short pairs (50 steps,
-    # ~0.1 s each) keep both sides of a pair in the same conditions. Each pair's ratio still varies by ~±8 % on
-    # this VM, so the median of 40 pairs moved by ±1.5 % from run to run; 100 pairs, ~15 s a figure, halve that.
-    args.loop_rounds = 100
+    # ~0.1 s each) keep both sides of a pair in the same conditions. Each pair's ratio still varies by ~±9 % on
+    # this VM (two identical loops included), so the median of n pairs has a standard error of ~11 %/sqrt(n).
+    # The rounds go where a target is close: loop_ratio gets 120 pairs (±1 %) in --quick, which must finish in 3
+    # minutes when the VM is in a slow phase too; diag_overhead (~2 % from its target) gets 30, and
+    # loop_ratio_logged (no target) runs in the full bench only.
+    args.loop_rounds = 120 if quick else 400
+    args.side_rounds = 30 if quick else 100
     args.loop_batches = 50
     args.loader_batches = 100 if quick else 430
     args.epoch_batches = 15 if quick else 60
@@ -276,7 +280,7 @@ def main() -> None:
     device_overrides = [f"trainer.accelerator={device.type}"]
     figures = {}
     steps = [("loop_ratio", lambda: loop_ratio(args, out, device_overrides)),
-             ("loop_ratio_logged", lambda: loop_ratio(args, out, device_overrides, logged=True)),
+             *([] if quick else [("loop_ratio_logged", lambda: loop_ratio(args, out, device_overrides, logged=True))]),
              ("loader_ratio", lambda: loader_ratio(args, out, device)),
              ("epoch_ratio", lambda: epoch_ratio(args, out, device_overrides)),
              ("diag_overhead", lambda: diag_overhead(args, out, device_overrides)),

@@ -288,7 +288,7 @@ class Trainer:
         outputs = []
         for x, y in micro:
             with self.autocast():
-                logits = self.net(self.to_input(x) if self.channels_last else x)
+                logits = self.net(self.to_input(x))
                 loss = self.loss_fn(logits, y)
             # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
             weighted = loss if single else loss * (y.shape[0] / total)
@@ -297,8 +297,7 @@ class Trainer:
             outputs.append((logits.detach(), y))
         if scaler:
             scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-        if self.l1 or self.l2:
-            add_penalty_gradients(self.weights, self.l1, self.l2)
+        add_penalty_gradients(self.weights, self.l1, self.l2)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         return loss_sum, outputs, total
@@ -307,7 +306,7 @@ class Trainer:
         losses, corrects, sizes = pending.take()
         if self.dist.enabled:  # the global batch's numbers: every rank logs and decides the same
             counts = torch.tensor(sizes, dtype=torch.float, device=losses.device)
-            losses, corrects = losses.float() * counts, corrects.float()
+            losses = losses * counts
             distributed.all_reduce_sum(losses, corrects, counts)
             losses, sizes = losses / counts, counts.tolist()
         values = losses.tolist()

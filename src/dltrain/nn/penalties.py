@@ -11,7 +11,7 @@ import torch
 def add_penalty_gradients(weights: list[torch.Tensor], l1: float, l2: float) -> None:
     """w.grad += l1·sign(w) + l2·w for each w: the gradient of l1·Σ|w| + (l2/2)·Σw² (sign(0) = 0)."""
     if not l1 and not l2:
-        return  # nothing to add: an unused weight keeps grad None, as without a penalty
+        return  # before entering no_grad: the trainer calls this on every step, penalty or not
     with torch.no_grad():
         for w in weights:
             if w.grad is None:  # unused in this step's loss: the penalty's gradient is all there is

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class Trainer:
         self.net = self.wrap(self.model)
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
+        self.penalized = bool(self.l1 or self.l2)
         self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
         self.checkpoint_every = t.checkpoint_every_n_steps or 0
         self.accumulate = t.accumulate_grad_batches
@@ -211,35 +213,40 @@ class Trainer:
     def train_epoch(self) -> int:
         """One pass over the training batches (the rest of one after a mid-epoch resume); returns how many
         samples it saw."""
-        accumulate, every = self.accumulate, self.checkpoint_every
+        state, accumulate, every = self.state, self.accumulate, self.checkpoint_every
         self.net.train()  # the wrappers (DDP, compile) too, not only the module
-        start = self.state.batch  # batches done before a resume: skipped, not even gathered
-        self.data.train.set_epoch(self.state.epoch, start_batch=start)
+        start = state.batch  # batches done before a resume: skipped, not even gathered
+        self.data.train.set_epoch(state.epoch, start_batch=start)
         pending = StepLog()
-        # Per-epoch constants in locals: attribute chains and property calls add up over thousands of steps.
+        # Per-epoch constants in locals: on a GPU the loop's Python is the step's cost for small models, and
+        # attribute chains, property and method look-ups add up over thousands of steps.
         on_step_start, on_step_end = self.hooks("on_train_step_start"), self.hooks("on_train_step_end")
+        on_checkpoint = self.hooks("on_checkpoint_due")
         per_step_schedule = self.schedule if self.schedule is not None and self.schedule.interval == "step" else None
         ranks_agree = self.dist.enabled
+        step, poll, log_every = self.optimizer_step, self.signals.poll, self.log_every
+        train_batches, max_steps = self.train_batches, self.max_steps
         micro = []
         seen = 0
-        for i, (x, y) in enumerate(self.data.train, start=start):
-            if i >= self.train_batches or self.state.step >= self.max_steps:
+        for i, batch in enumerate(self.data.train, start=start):
+            if i >= train_batches or state.step >= max_steps:
                 break
-            micro.append((x, y))
+            micro.append(batch)
             if len(micro) < accumulate:
                 continue
             for hook in on_step_start:
                 hook(self)
-            loss, outputs, n = self.optimizer_step(micro)
+            loss, outputs, n = step(micro)
             pending.add(loss, outputs, n)
             seen += n
             micro = []
-            self.state.step += 1
-            self.state.batch = i + 1
+            state.step += 1
+            state.batch = i + 1
             if per_step_schedule is not None:
                 per_step_schedule.step()
-            stop = self.signals.poll(self.state.step)  # a stop signal: this step is the last one
-            due = len(pending) >= self.log_every or (every and self.state.step % every == 0)
+            stop = poll(state.step)  # a stop signal: this step is the last one
+            checkpoint = every and state.step % every == 0
+            due = checkpoint or len(pending) >= log_every
             if ranks_agree:
                 # Ranks may see a signal at different steps: they decide together, at the next flush (a
                 # collective every rank reaches at the same step), or one would wait for the others forever.
@@ -248,10 +255,13 @@ class Trainer:
             # read before a checkpoint, so that a NaN loss raises Diverged before a NaN model could be saved.
             if due or stop:
                 self.flush_train_log(pending)
-            for hook in on_step_end:  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+            for hook in on_step_end:
                 hook(self)
+            if checkpoint:  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+                for hook in on_checkpoint:
+                    hook(self)
             if stop:
-                raise Interrupted(stop, self.state.step)
+                raise Interrupted(stop, state.step)
         if pending:
             self.flush_train_log(pending)
         return seen
@@ -281,26 +291,37 @@ class Trainer:
         """Fresh gradients of the loss over `micro`, with the penalties and clipping applied; returns what
         optimizer_step returns."""
         self.optimizer.zero_grad(set_to_none=True)
-        single = len(micro) == 1  # no accumulation: the usual case, without the weighting's extra op
-        total = micro[0][1].shape[0] if single else sum(y.shape[0] for _, y in micro)
-        scaler = self.scaler
-        loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
-        outputs = []
-        for x, y in micro:
-            with self.autocast():
-                logits = self.net(self.to_input(x))
-                loss = self.loss_fn(logits, y)
-            # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-            weighted = loss if single else loss * (y.shape[0] / total)
-            (scaler.scale(weighted) if scaler else weighted).backward()
-            loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
-            outputs.append((logits.detach(), y))
-        if scaler:
-            scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-        add_penalty_gradients(self.weights, self.l1, self.l2)
+        if len(micro) == 1:  # no accumulation: the usual case, without the weighting's extra op and loop
+            x, y = micro[0]
+            loss, logits = self.forward(x, y)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum, outputs, total = loss.detach(), [(logits.detach(), y)], y.shape[0]
+        else:
+            total = sum(y.shape[0] for _, y in micro)
+            loss_sum, outputs = None, []
+            for x, y in micro:
+                loss, logits = self.forward(x, y)
+                # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
+                weighted = loss * (y.shape[0] / total)
+                (self.scaler.scale(weighted) if self.scaler else weighted).backward()
+                loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
+                outputs.append((logits.detach(), y))
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
+        if self.penalized:
+            add_penalty_gradients(self.weights, self.l1, self.l2)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         return loss_sum, outputs, total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one batch, under autocast when trainer.precision asks for it."""
+        if self.autocast is nullcontext:  # trainer.precision=32: no context manager at all
+            logits = self.net(self.to_input(x) if self.channels_last else x)
+            return self.loss_fn(logits, y), logits
+        with self.autocast():
+            logits = self.net(self.to_input(x) if self.channels_last else x)
+            return self.loss_fn(logits, y), logits
 
     def flush_train_log(self, pending: StepLog) -> None:
         losses, corrects, sizes = pending.take()

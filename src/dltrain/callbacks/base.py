@@ -13,6 +13,9 @@ class Callback:
 
     def on_train_step_end(self, trainer) -> None: ...
 
+    def on_checkpoint_due(self, trainer) -> None:
+        """After the on_train_step_end hooks of a step that trainer.checkpoint_every_n_steps divides."""
+
     def on_log(self, trainer, scalars: dict, step: int) -> None: ...
 
     def on_epoch_end(self, trainer, metrics: dict) -> None: ...

@@ -134,10 +134,8 @@ def check_finite(trainer) -> None:
 
 
 class Checkpoint(Callback):
-    def on_train_step_end(self, trainer) -> None:
-        every = trainer.checkpoint_every
-        if every and trainer.state.step % every == 0:
-            self.save(trainer)
+    def on_checkpoint_due(self, trainer) -> None:
+        self.save(trainer)
 
     def on_epoch_end(self, trainer, metrics: dict) -> None:
         self.save(trainer, best=trainer.improved)

@@ -104,6 +104,9 @@ def _range(problems: list[str], cfg: DictConfig, key: str, lo=None, hi=None, lo_
                         f"{'inf' if hi is None else hi}{right}")
 
 
+COMPILE_MODES = ["default", "max-autotune-no-cudagraphs"]
+
+
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem with `cfg`, each naming the key, the bad value and what is allowed."""
     p: list[str] = []
@@ -112,6 +115,12 @@ def validate(cfg: DictConfig) -> list[str]:
     _choice(p, cfg, t + "strategy", ["single", "dp", "ddp"])
     if str(OmegaConf.select(cfg, t + "precision")) not in ("32", "bf16", "16"):  # 16 and "16" both mean fp16
         p.append(f"{t}precision={OmegaConf.select(cfg, t + 'precision')!r} is not one of ['32', 'bf16', '16']")
+    mode = OmegaConf.select(cfg, t + "compile_mode")
+    if mode in ("reduce-overhead", "max-autotune"):  # on an H100 such a run failed with exactly this overwrite
+        p.append(f"{t}compile_mode={mode!r} replays CUDA graphs, whose outputs the next step overwrites while "
+                 f"the trainer still holds them for its next log flush; use one of {COMPILE_MODES}")
+    else:
+        _choice(p, cfg, t + "compile_mode", COMPILE_MODES)
     _range(p, cfg, t + "max_epochs", lo=1)
     _range(p, cfg, t + "accumulate_grad_batches", lo=1)
     _range(p, cfg, t + "diagnostics_every_n_steps", lo=0)

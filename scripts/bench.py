@@ -14,7 +14,9 @@ Prints a table and writes outputs/bench/bench.json. Figures:
   epoch_ratio       the same two pipelines training the CNN end to end                       target ≥ 1.3 (CPU)
   sweep_overhead    wall time of a 6-job sequential multirun / the sum of its jobs' wall_s   target ≤ 1.10
   diag_overhead     epoch time with diagnostics every 100 steps / without                    target ≤ 1.05
-  on CUDA also: compile_speedup, bf16_speedup, channels_last_speedup, dp_speedup, ddp_over_dp
+  on CUDA also: compile_speedup, bf16_speedup, channels_last_speedup (each option on the CNN over the same
+                    run without it), not_resident_ratio (data.resident=false over resident), and with
+                    2+ GPUs dp_speedup, ddp_over_dp
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -200,6 +203,8 @@ def sweep_overhead(args, out) -> float:
     wall = time.perf_counter() - start
     jobs = [json.loads(p.read_text())["wall_s"] for p in sweep_dir.glob("*/metrics.json")]
     assert len(jobs) == 6, f"expected 6 jobs in {sweep_dir}, found {len(jobs)}"
+    print(f"  sweep: {wall:.1f} s wall, jobs {' + '.join(f'{j:.1f}' for j in jobs)} = {sum(jobs):.1f} s",
+          file=sys.stderr, flush=True)
     return wall / sum(jobs)
 
 
@@ -218,27 +223,39 @@ def diag_overhead(args, out, device_overrides) -> float:
     return ratio(rates, "off", "on")  # time ratio = inverse rate ratio
 
 
-def cuda_speedups(args, out) -> dict:
-    """Each option against the same run without it, on the CNN (where layout and precision matter)."""
-    base = ["model=cnn", "trainer.accelerator=cuda", "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"]
+CUDA_OPTIONS = {"compile_speedup": ["trainer.compile=true"], "bf16_speedup": ["trainer.precision=bf16"],
+                "channels_last_speedup": ["trainer.channels_last=true"],
+                # the pinned, non-blocking host→device path against resident data (informational)
+                "not_resident_ratio": ["data.resident=false"]}
+# The speedrun's CNN and batch (512) with its three options off: a size where the GPU, not Python, sets the pace,
+# which is where layout, precision and kernel fusion can matter (on the small default CNN at batch 128 each
+# step is launch-bound and all three measured below 1 on an H100).
+CUDA_BASE = ["+experiment=speedrun", "trainer.compile=false", "trainer.precision=32", "trainer.channels_last=false",
+             "trainer.accelerator=cuda", "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"]
+
+
+def cuda_speedup(args, out, name: str) -> float:
+    """samples/s with one option on over the same run without it."""
+    plain = dltrain_trainer(CUDA_BASE, out / "cuda_plain")
+    other = dltrain_trainer([*CUDA_BASE, *CUDA_OPTIONS[name]], out / f"cuda_{name}")
     n = args.epoch_batches
-    figures = {}
-    plain = dltrain_trainer(base, out / "cuda_plain")
-    for name, extra in {"compile_speedup": ["trainer.compile=true"], "bf16_speedup": ["trainer.precision=bf16"],
-                        "channels_last_speedup": ["trainer.channels_last=true"]}.items():
-        other = dltrain_trainer([*base, *extra], out / f"cuda_{name}")
-        trainer_epoch(other, 5)  # compile and autotune outside the timing
-        rates = alternate({"with": lambda: trainer_epoch(other, n), "without": lambda: trainer_epoch(plain, n)},
-                          args.rounds)
-        figures[name] = ratio(rates, "with", "without")
-    if torch.cuda.device_count() >= 2:
-        count = torch.cuda.device_count()
-        dp = dltrain_trainer([*base, "trainer.strategy=dp", f"trainer.devices={count}",
-                              f"data.batch_size={128 * count}"], out / "cuda_dp")
-        rates = alternate({"dp": lambda: trainer_epoch(dp, n), "one": lambda: trainer_epoch(plain, n)}, args.rounds)
-        figures["dp_speedup"] = ratio(rates, "dp", "one")
-        figures["ddp_over_dp"] = ddp_over_dp(args, out, count, statistics.median(rates["dp"]))
-    return figures
+    trainer_epoch(other, 5)  # compile and autotune outside the timing
+    rates = alternate({"with": lambda: trainer_epoch(other, n), "without": lambda: trainer_epoch(plain, n)},
+                      args.gpu_rounds)
+    close(other)
+    close(plain)
+    return ratio(rates, "with", "without")
+
+
+def dp_figures(args, out) -> dict:
+    count = torch.cuda.device_count()
+    plain = dltrain_trainer(CUDA_BASE, out / "cuda_plain")
+    dp = dltrain_trainer([*CUDA_BASE, "trainer.strategy=dp", f"trainer.devices={count}",
+                          f"data.batch_size={512 * count}"], out / "cuda_dp")
+    n = args.epoch_batches
+    rates = alternate({"dp": lambda: trainer_epoch(dp, n), "one": lambda: trainer_epoch(plain, n)}, args.gpu_rounds)
+    return {"dp_speedup": ratio(rates, "dp", "one"),
+            "ddp_over_dp": ddp_over_dp(args, out, count, statistics.median(rates["dp"]))}
 
 
 def ddp_over_dp(args, out, count, dp_rate) -> float:
@@ -246,8 +263,8 @@ def ddp_over_dp(args, out, count, dp_rate) -> float:
     run_dir = out / "ddp"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}", str(ROOT / "train.py"),
-           "model=cnn", "trainer.strategy=ddp", "trainer.accelerator=cuda", "trainer.max_epochs=2",
-           f"trainer.limit_train_batches={args.epoch_batches}", "trainer.diagnostics_every_n_steps=0",
+           *[o for o in CUDA_BASE if not o.startswith("trainer.max_epochs")], "trainer.strategy=ddp",
+           "trainer.max_epochs=2", f"trainer.limit_train_batches={args.epoch_batches}",
            f"hydra.run.dir={run_dir}"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=out)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -261,6 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     args.rounds = 3 if quick else 5
+    args.gpu_rounds = 20 if quick else 50  # GPU epochs of the CNN take milliseconds: rounds are cheap there
     # The loop figures resolve a few percent on a VM whose speed swings by 2x: many short pairs (50 steps,
     # ~0.1 s each) keep both sides of a pair in the same conditions. Each pair's ratio still varies by ~±9 % on
     # this VM (two identical loops included), so the median of n pairs has a standard error of ~11 %/sqrt(n).
@@ -285,12 +303,21 @@ def main() -> None:
              ("epoch_ratio", lambda: epoch_ratio(args, out, device_overrides)),
              ("diag_overhead", lambda: diag_overhead(args, out, device_overrides)),
              ("sweep_overhead", lambda: sweep_overhead(args, out))]
+    if device.type == "cuda":
+        steps += [(name, lambda name=name: cuda_speedup(args, out, name)) for name in CUDA_OPTIONS]
+        if torch.cuda.device_count() >= 2:
+            steps.append(("dp_speedup", lambda: dp_figures(args, out)))
+    failed = []
     for name, run in steps:
         start = time.perf_counter()
-        figures[name] = run()
+        try:  # one broken figure must not hide the others: report it, measure the rest, exit non-zero
+            value = run()
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        figures.update(value if isinstance(value, dict) else {name: value})
         print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    if device.type == "cuda":
-        figures.update(cuda_speedups(args, out))
 
     print(f"\ndltrain bench ({'quick' if quick else 'full'}) on {device_name(device)}, torch {torch.__version__}")
     print(f"{'figure':<24}{'ratio':>10}   target")
@@ -300,9 +327,12 @@ def main() -> None:
         shown = "" if target is None else f"{op} {target:g}  {met}"
         print(f"{name:<24}{value:>10.3f}   {shown}")
     report = {"device": device_name(device), "quick": quick, "torch": torch.__version__, "figures": figures,
+              "failed": failed,
               "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten: {out / 'bench.json'}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (tracebacks above)")
 
 
 def device_name(device) -> str:

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +101,6 @@ class Trainer:
         self.net = self.wrap(self.model)
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
-        self.penalized = bool(self.l1 or self.l2)
         self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
         self.checkpoint_every = t.checkpoint_every_n_steps or 0
         self.accumulate = t.accumulate_grad_batches
@@ -291,37 +289,26 @@ class Trainer:
         """Fresh gradients of the loss over `micro`, with the penalties and clipping applied; returns what
         optimizer_step returns."""
         self.optimizer.zero_grad(set_to_none=True)
-        if len(micro) == 1:  # no accumulation: the usual case, without the weighting's extra op and loop
-            x, y = micro[0]
-            loss, logits = self.forward(x, y)
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_sum, outputs, total = loss.detach(), [(logits.detach(), y)], y.shape[0]
-        else:
-            total = sum(y.shape[0] for _, y in micro)
-            loss_sum, outputs = None, []
-            for x, y in micro:
-                loss, logits = self.forward(x, y)
-                # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-                weighted = loss * (y.shape[0] / total)
-                (self.scaler.scale(weighted) if self.scaler else weighted).backward()
-                loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
-                outputs.append((logits.detach(), y))
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-        if self.penalized:
-            add_penalty_gradients(self.weights, self.l1, self.l2)
+        single = len(micro) == 1  # no accumulation: the usual case, without the weighting's extra op
+        total = micro[0][1].shape[0] if single else sum(y.shape[0] for _, y in micro)
+        scaler = self.scaler
+        loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
+        outputs = []
+        for x, y in micro:
+            with self.autocast():
+                logits = self.net(self.to_input(x))
+                loss = self.loss_fn(logits, y)
+            # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
+            weighted = loss if single else loss * (y.shape[0] / total)
+            (scaler.scale(weighted) if scaler else weighted).backward()
+            loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
+            outputs.append((logits.detach(), y))
+        if scaler:
+            scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
+        add_penalty_gradients(self.weights, self.l1, self.l2)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         return loss_sum, outputs, total
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, logits) of one batch, under autocast when trainer.precision asks for it."""
-        if self.autocast is nullcontext:  # trainer.precision=32: no context manager at all
-            logits = self.net(self.to_input(x) if self.channels_last else x)
-            return self.loss_fn(logits, y), logits
-        with self.autocast():
-            logits = self.net(self.to_input(x) if self.channels_last else x)
-            return self.loss_fn(logits, y), logits
 
     def flush_train_log(self, pending: StepLog) -> None:
         losses, corrects, sizes = pending.take()

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job.dir.name}: no test accuracy or epoch times (status {job.status})")
             continue
         warm = sum(times) - times[0] + (statistics.median(times[1:]) if len(times) > 1 else times[0])
-        rows.append((" ".join(o for o in job.overrides if o not in common) or job.dir.name, job.test_acc, sum(times), warm, job.wall_s))
+        name = " ".join(o for o in job.overrides if o not in common) or job.dir.name  # what differs between runs
+        rows.append((name, job.test_acc, sum(times), warm, job.wall_s))
     if not rows:
         print(f"no finished runs under {args.sweep_dir}", file=sys.stderr)
         return 1

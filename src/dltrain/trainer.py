@@ -222,7 +222,7 @@ class Trainer:
         on_checkpoint = self.hooks("on_checkpoint_due")
         per_step_schedule = self.schedule if self.schedule is not None and self.schedule.interval == "step" else None
         ranks_agree = self.dist.enabled
-        step, poll, log_every = self.optimizer_step, self.signals.poll, self.log_every
+        optimizer_step, poll, log_every = self.optimizer_step, self.signals.poll, self.log_every
         train_batches, max_steps = self.train_batches, self.max_steps
         micro = []
         seen = 0
@@ -234,7 +234,7 @@ class Trainer:
                 continue
             for hook in on_step_start:
                 hook(self)
-            loss, outputs, n = step(micro)
+            loss, outputs, n = optimizer_step(micro)
             pending.add(loss, outputs, n)
             seen += n
             micro = []

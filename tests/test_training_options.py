@@ -66,6 +66,26 @@ def test_logged_lr_follows_the_schedule_closed_form(fast_cfg, tmp_path):
         assert lr == pytest.approx(cfg.optimizer.lr * 0.5**epoch)
 
 
+def test_steps_equal_a_hand_written_loop(fast_cfg, tmp_path):
+    """The plain step is zero_grad → forward → loss → backward → step: same start, same batches, same weights.
+    Gradients left over from the previous step (or any extra term) would make the runs part."""
+    overrides = ("trainer.max_epochs=1", "trainer.limit_train_batches=6", "optimizer=momentum")
+    trainer = Trainer(fast_cfg(*overrides, output_dir=tmp_path / "trainer"), callbacks=[])
+    trainer.fit()
+    ref = Trainer(fast_cfg(*overrides, output_dir=tmp_path / "ref"), callbacks=[])
+    ref.setup()  # the same seed: the same initial weights, and the same epoch-0 batch order
+    model, optimizer = ref.model, ref.optimizer
+    model.train()
+    ref.data.train.set_epoch(0)
+    for _, (x, y) in zip(range(6), ref.data.train):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert trainer.state.step == 6
+    for a, b in zip(trainer.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_gradient_accumulation_equals_one_big_batch(fast_cfg, tmp_path):
     common = ("trainer.max_epochs=1", "trainer.limit_train_batches=8", "optimizer=momentum")
     big = Trainer(fast_cfg(*common, "data.batch_size=64", output_dir=tmp_path / "a"), callbacks=[])

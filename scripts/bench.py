@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python scripts/bench.py` from a checkout
 
 from dltrain import Trainer, build_datamodule, compose_config  # noqa: E402
+from dltrain.callbacks.diagnostics import Diagnostics  # noqa: E402
 from dltrain.data.datasets import FASHION_MNIST, locate  # noqa: E402
 
 TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_ratio": (">=", 1.3),
@@ -160,7 +161,7 @@ def loop_ratio(args, out, device_overrides, logged: bool = False) -> float:
     n = args.loop_batches
     rates = alternate({"dltrain": lambda: trainer_epoch(trainer, n),
                        "handwritten": lambda: handwritten_epoch(model, optimizer, batches, trainer.device, n)},
-                      args.side_rounds if logged else args.loop_rounds)
+                      args.logged_rounds if logged else args.loop_rounds)
     close(trainer)
     return ratio(rates, "dltrain", "handwritten")
 
@@ -209,17 +210,24 @@ def sweep_overhead(args, out) -> float:
 
 
 def diag_overhead(args, out, device_overrides) -> float:
-    with_diag = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=100"],
-                                out / "diag_on")
-    without = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=0"],
-                              out / "diag_off")
+    trainer = dltrain_trainer([*device_overrides, "trainer.max_epochs=1000", "trainer.diagnostics_every_n_steps=100"],
+                              out / "diag")
+    # One trainer, its callbacks with and without Diagnostics: the same model, optimizer and batches on both
+    # sides, so only the diagnostics differ (two trainers' models sit at different addresses, ~0.5 % apart).
+    with_diag = trainer.callbacks
+    without = [c for c in with_diag if not isinstance(c, Diagnostics)]
+    assert len(without) == len(with_diag) - 1, "the diagnostics callback is missing"
+
+    def epoch(callbacks):
+        trainer.callbacks = callbacks  # train_epoch takes the hook lists at its start
+        return trainer_epoch(trainer, n)
+
     # Calls of 100 steps: each "on" call holds exactly one diagnostics step. With 50-step calls only every
     # other one did, and the median of the two-mode pair ratios jumped between the modes (1.00-1.05 here).
     n = 2 * args.loop_batches
-    rates = alternate({"on": lambda: trainer_epoch(with_diag, n), "off": lambda: trainer_epoch(without, n)},
-                      args.side_rounds)
-    close(with_diag)
-    close(without)
+    rates = alternate({"on": lambda: epoch(with_diag), "off": lambda: epoch(without)}, args.diag_rounds)
+    trainer.callbacks = with_diag
+    close(trainer)
     return ratio(rates, "off", "on")  # time ratio = inverse rate ratio
 
 
@@ -282,11 +290,13 @@ def main() -> None:
     # The loop figures resolve a few percent on a VM whose speed swings by 2x: many short pairs (50 steps,
     # ~0.1 s each) keep both sides of a pair in the same conditions. Each pair's ratio still varies by ~±9 % on
     # this VM (two identical loops included), so the median of n pairs has a standard error of ~11 %/sqrt(n).
-    # The rounds go where a target is close: loop_ratio gets 120 pairs (±1 %) in --quick, which must finish in 3
-    # minutes when the VM is in a slow phase too; diag_overhead (~2 % from its target) gets 30, and
-    # loop_ratio_logged (no target) runs in the full bench only.
-    args.loop_rounds = 120 if quick else 400
-    args.side_rounds = 30 if quick else 100
+    # --quick must finish in 3 minutes when the VM is in a slow phase too, so its rounds are shared out by how
+    # far each figure sits from its target: loop_ratio (~1.00 against >= 0.97) gets 80 pairs (±1.2 %),
+    # diag_overhead (~1.015 against <= 1.05, pairs twice as long) 50 (±1.6 %): both ~2.4 standard errors
+    # clear. loop_ratio_logged (no target) runs in the full bench only.
+    args.loop_rounds = 80 if quick else 400
+    args.diag_rounds = 50 if quick else 150
+    args.logged_rounds = 100
     args.loop_batches = 50
     args.loader_batches = 100 if quick else 430
     args.epoch_batches = 15 if quick else 60

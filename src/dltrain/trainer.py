@@ -98,7 +98,7 @@ class Trainer:
         closure = inspect.signature(type(self.optimizer).step).parameters.get("closure")
         self.reevaluates = closure is not None and closure.default is inspect.Parameter.empty
         self.weights, _ = split_parameters(self.model)
-        self.trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.net = self.wrap(self.model)
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
@@ -291,7 +291,7 @@ class Trainer:
         optimizer_step returns."""
         # What optimizer.zero_grad(set_to_none=True) does, without its profiler range and dynamo guard: those
         # cost ~20 µs a step on the CPU, 1 % of the default MLP's step (scripts/bench.py's loop_ratio).
-        for p in self.trained:
+        for p in self.trained_params:
             p.grad = None
         single = len(micro) == 1  # no accumulation: the usual case, without the weighting's extra op
         total = micro[0][1].shape[0] if single else sum(y.shape[0] for _, y in micro)

@@ -262,6 +262,8 @@ def dp_figures(args, out) -> dict:
                           f"data.batch_size={512 * count}"], out / "cuda_dp")
     n = args.epoch_batches
     rates = alternate({"dp": lambda: trainer_epoch(dp, n), "one": lambda: trainer_epoch(plain, n)}, args.gpu_rounds)
+    close(dp)
+    close(plain)
     return {"dp_speedup": ratio(rates, "dp", "one"),
             "ddp_over_dp": ddp_over_dp(args, out, count, statistics.median(rates["dp"]))}
 

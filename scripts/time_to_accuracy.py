@@ -18,13 +18,9 @@ sys.path.insert(0, str(ROOT / "src"))  # `python scripts/time_to_accuracy.py` fr
 
 
 def epoch_times(run_dir: Path) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from dltrain.report import read_curves  # the sweep report's reader: a resumed run's epochs count once
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    if "time/epoch_s" not in acc.Tags()["scalars"]:
-        return []
-    return [e.value for e in sorted(acc.Scalars("time/epoch_s"), key=lambda e: e.step)]
+    return [value for _, value in read_curves(run_dir, tags=("time/epoch_s",)).get("time/epoch_s", [])]
 
 
 def main(argv: list[str] | None = None) -> int:

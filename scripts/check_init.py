@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from dltrain.config import ConfigError
-    from dltrain.init_check import default_path, plot, profile, table
+    from dltrain.analysis.init_check import default_path, plot, profile, table
 
     settings = [[*args.overrides, *shlex.split(each)] for each in args.each] or [list(args.overrides)]
     try:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args["split"] not in ("test", "val"):
         print(f"evaluate: split={args['split']!r} is not one of ['test', 'val']", file=sys.stderr)
         return 2
-    from dltrain.evaluate import confusion_text, evaluate_run
+    from dltrain.analysis.evaluate import confusion_text, evaluate_run
 
     if args.get("ensemble") not in (None, "snapshots"):
         print(f"evaluate: ensemble={args['ensemble']!r} is not one of ['snapshots']", file=sys.stderr)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    from dltrain.report import write_report
+    from dltrain.analysis.report import write_report
 
     path = write_report(args.sweep_dir, plots=not args.no_plots)
     if path is None:

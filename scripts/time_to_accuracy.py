@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "src"))  # `python scripts/time_to_accuracy.py` fr
 
 
 def epoch_times(run_dir: Path) -> list[float]:
-    from dltrain.report import read_curves  # the sweep report's reader: a resumed run's epochs count once
+    from dltrain.analysis.report import read_curves  # the sweep report's reader: a resumed run's epochs count once
 
     return [value for _, value in read_curves(run_dir, tags=("time/epoch_s",)).get("time/epoch_s", [])]
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
-    from dltrain.report import load_jobs
+    from dltrain.analysis.report import load_jobs
 
     jobs = load_jobs(args.sweep_dir)
     common = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()

@@ -2,7 +2,7 @@
 `+hydra.callbacks.probe._target_=tests.sweep_helpers.JobProbe` (PYTHONPATH must hold the repository root,
 see `probe_env`, so that worker processes can import it).
 
-Each job writes its process id to `<job dir>/pid` and the job number `dltrain.launch` sees to `job_num`;
+Each job writes its process id to `<job dir>/pid` and the job number `dltrain.cli.launch` sees to `job_num`;
 the launching process writes its own id to `<sweep dir>/launcher_pid`. With `DLTRAIN_TEST_BARRIER=N` set,
 every job also waits at its start until N jobs have started: if the jobs ran one after another, the first
 would wait in vain, and its `<job dir>/barrier` says `timeout` instead of `met` — so `met` in every job
@@ -54,7 +54,7 @@ class JobProbe(Callback):
             while len(list(started.iterdir())) < expected and time.monotonic() < deadline:
                 time.sleep(0.1)
             (job_dir / "barrier").write_text("met" if len(list(started.iterdir())) >= expected else "timeout")
-        from dltrain import launch
+        from dltrain.cli import launch
 
         (job_dir / "job_num").write_text(str(launch.current_job_num()))
         fake_gpus = int(os.environ.get("DLTRAIN_TEST_FAKE_GPUS", "0"))

@@ -19,7 +19,7 @@ import torchvision.datasets
 from hydra.utils import get_method
 
 from dltrain.data.datasets import FASHION_MNIST, MNIST, SYSTEM_DATASETS, load_idx_splits
-from dltrain.data.idx import DataError
+from dltrain.errors import DataError
 
 STEMS = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}

@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dltrain.callbacks.diagnostics import Diagnostics, activation_stats, find_layers, health_warnings
+from dltrain.callbacks.diagnostics import Diagnostics
+from dltrain.diagnostics import activation_stats, find_layers, health_warnings
 from dltrain.models.mlp import MLP
 
 
@@ -148,7 +149,7 @@ def test_a_real_run_logs_diag_tags_histograms_and_warnings(tmp_path, fast_cfg):
 def test_histograms_bin_like_numpy_and_skip_non_finite_samples():
     import numpy as np
 
-    from dltrain.callbacks.diagnostics import HISTOGRAM_BINS, histograms, thin
+    from dltrain.diagnostics import HISTOGRAM_BINS, histograms, thin
 
     g = torch.Generator().manual_seed(0)
     wide = torch.randn(300, 50, generator=g) * 3 + 1   # thinned to 4096 samples

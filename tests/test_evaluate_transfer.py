@@ -6,12 +6,12 @@ import json
 
 import torch
 
-from dltrain.data.datasets import Splits
+from dltrain.data.splits import Splits
 from dltrain.data.subset import select_classes
 
 
 def test_evaluate_reproduces_the_runs_test_accuracy_and_writes_the_confusion_matrix(tmp_path, fast_cfg):
-    from dltrain.evaluate import evaluate_run
+    from dltrain.analysis.evaluate import evaluate_run
     from dltrain.trainer import Trainer
 
     run = tmp_path / "run"
@@ -65,7 +65,7 @@ def test_class_subset_keeps_and_relabels_the_chosen_classes():
 def test_evaluate_a_snapshot_ensemble(tmp_path, fast_cfg):
     from omegaconf import OmegaConf
 
-    from dltrain.evaluate import evaluate_run
+    from dltrain.analysis.evaluate import evaluate_run
     from dltrain.trainer import Trainer
 
     run = tmp_path / "run"

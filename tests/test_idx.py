@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dltrain.data.datasets import FASHION_MNIST, load_idx_splits
-from dltrain.data.idx import DataError, read_idx, write_idx
+from dltrain.data.idx import read_idx, write_idx
+from dltrain.errors import DataError
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:

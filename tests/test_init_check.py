@@ -1,7 +1,7 @@
-"""scripts/check_init.py and dltrain.init_check: the course's initialisation picture on synthetic data."""
+"""scripts/check_init.py and dltrain.analysis.init_check: the course's initialisation picture on synthetic data."""
 from __future__ import annotations
 
-from dltrain.init_check import profile, std_ratio
+from dltrain.analysis.init_check import profile, std_ratio
 
 DEEP = ["data=synthetic", "model.depth=10"]
 

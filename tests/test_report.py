@@ -1,4 +1,4 @@
-"""The sweep report (dltrain/report.py, scripts/report.py): grouping over seeds, failed/diverged runs,
+"""The sweep report (dltrain/analysis/report.py, scripts/report.py): grouping over seeds, failed/diverged runs,
 summary.md/.csv, plots, the custom-scalars layout and the Hydra end-of-sweep callback."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from dltrain.report import SweepReportCallback, group_runs, load_jobs, swept_keys, write_report
+from dltrain.analysis.report import SweepReportCallback, group_runs, load_jobs, swept_keys, write_report
 
 
 def fake_job(sweep, overrides, status="completed", best=None, curve=True):

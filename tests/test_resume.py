@@ -84,7 +84,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
 
 
 def test_resume_refuses_a_changed_config_and_touches_nothing(straight, tmp_path, monkeypatch, capsys):
-    from dltrain.preflight import check_command_line
+    from dltrain.cli.commandline import check_command_line
 
     monkeypatch.chdir(tmp_path)
     before = {p: p.stat().st_mtime_ns for p in straight.rglob("*") if p.is_file()}

@@ -12,9 +12,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from dltrain import launch
+from dltrain.cli import launch
 from dltrain.data import cache
-from dltrain.data.datasets import Splits
+from dltrain.data.splits import Splits
 from tests.conftest import FAST, ROOT, read_metrics, run_cli
 from tests.sweep_helpers import PROBE, probe_env
 
@@ -126,7 +126,7 @@ def assert_completed_in_parallel_workers(sweep: Path, jobs: list[Path], n: int) 
     assert (sweep / "launcher_pid").read_text() not in pids    # and none in the launching one
     assert all((job / "barrier").read_text() == "met" for job in jobs)  # all running at the same time
     nums = sorted(int((job / "job_num").read_text()) for job in jobs)
-    assert nums == list(range(n))                              # dltrain.launch sees each job's hydra.job.num
+    assert nums == list(range(n))                              # dltrain.cli.launch sees each job's hydra.job.num
     gpus = sorted(int((job / "job_gpu").read_text()) for job in jobs)
     assert gpus == list(range(1, n + 1))  # on n + 1 (pretend) GPUs, GPU 0 held by the test: each its own other
 

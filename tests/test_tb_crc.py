@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from dltrain import report, tb_crc
+from dltrain import tb_crc
+from dltrain.analysis import report
 from tests.conftest import read_scalars
 
 

@@ -10,7 +10,7 @@ import torch
 from dltrain import Trainer, build_model
 from dltrain.callbacks import Callback
 from dltrain.callbacks.ema import EMA
-from dltrain.ensemble import Ensemble, snapshot_paths
+from dltrain.analysis.ensemble import Ensemble, snapshot_paths
 
 
 class Recorder(Callback):

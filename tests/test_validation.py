@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from dltrain.preflight import check_command_line
+from dltrain.cli.commandline import check_command_line
 from tests.conftest import run_cli
 
 # Tiny models: one thread is faster and does not fight the other processes for the cores.
@@ -136,7 +136,7 @@ def test_preflight_job_config_equals_hydras_composition(lines):
     must be the config Hydra composes for that job, job directory name included."""
     from omegaconf import OmegaConf
 
-    from dltrain.preflight import CommandLine
+    from dltrain.cli.commandline import CommandLine
 
     command = CommandLine(lines, multirun=True)
     ours = command.job_config(lines)
@@ -156,7 +156,7 @@ def test_preflight_records_each_job_as_hydras_sweeper_lists_it():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from dltrain import preflight
+    from dltrain.cli import commandline as preflight
 
     lines = ["seed=0,1", "optimizer=sgd,adam", "trainer.progress_bar=false", "hydra.sweep.dir=/tmp/unused"]
     preflight.COMPOSED_JOBS.clear()
@@ -171,7 +171,7 @@ def test_the_sweeper_validates_only_the_jobs_the_preflight_did_not_compose(monke
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as HydraBasicSweeper
     from hydra_plugins.dltrain_search.basic import BasicSweeper
 
-    from dltrain import preflight
+    from dltrain.cli import commandline as preflight
 
     validated = []
     monkeypatch.setattr(HydraBasicSweeper, "validate_batch_is_legal", lambda self, batch: validated.append(batch))

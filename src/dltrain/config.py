@@ -13,6 +13,8 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from dltrain.errors import ConfigError
+
 # One id per process: Hydra resolves the run/sweep dir once, and two runs started in the same second by
 # different processes still get different directories.
 RUN_ID = secrets.token_hex(3)
@@ -21,9 +23,6 @@ RUN_ID = secrets.token_hex(3)
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dltrain.run_id"):
         OmegaConf.register_new_resolver("dltrain.run_id", lambda: RUN_ID)
-    from dltrain import launch  # dltrain.gpu_count / parallel_jobs / job_gpu: one GPU per job in parallel sweeps
-
-    launch.register_resolvers()
 
 
 register_resolvers()
@@ -37,14 +36,6 @@ def config_dir() -> Path:
         if candidate.is_file():
             return candidate.parent
     raise FileNotFoundError(f"no configs/train.yaml above {here}; install dltrain from its checkout (pip install -e .)")
-
-
-class ConfigError(ValueError):
-    """A config that must not start a run; the message lists every problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def new_run_dir(root: str | Path = "outputs") -> Path:

@@ -1,8 +1,20 @@
-"""The ways a run ends other than by finishing, shared by the trainer and its callbacks (which must not import
-the trainer)."""
+"""dltrain's own exceptions, at the bottom of the import graph so that every layer can raise them: a config
+that must not start a run, a data file that cannot be read, and the ways a run ends other than by finishing."""
 from __future__ import annotations
 
 import signal
+
+
+class ConfigError(ValueError):
+    """A config that must not start a run; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class DataError(RuntimeError):
+    """A data file that is missing or unreadable; the message names the file and what is wrong."""
 
 
 class Diverged(RuntimeError):

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.callbacks.checkpoint import set_rng_state
-from dltrain.config import ConfigError
+from dltrain.errors import ConfigError
 from dltrain.runinfo import library_versions
 
 log = logging.getLogger("dltrain")

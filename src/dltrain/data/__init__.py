@@ -7,7 +7,7 @@ import torch
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from dltrain.data.datasets import Splits
+from dltrain.data.splits import Splits
 from dltrain.data.loader import BatchLoader, Normalizer
 from dltrain.data.subset import select_classes
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.data.datasets import Splits
+from dltrain.data.splits import Splits
 
 _CACHE: dict[str, Splits] = {}
 # Keys that change batching, not the stored data.

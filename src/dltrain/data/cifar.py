@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dltrain.data.datasets import Splits
-from dltrain.data.idx import DataError, read_bytes
+from dltrain.data.splits import Splits
+from dltrain.data.idx import read_bytes
+from dltrain.errors import DataError
 
 BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]

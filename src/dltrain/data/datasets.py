@@ -12,17 +12,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from dltrain.data.idx import DataError, read_idx
+from dltrain.data.cifar import load_cifar10
+from dltrain.data.idx import read_idx
+from dltrain.data.splits import Splits
+from dltrain.errors import DataError
 
 SYSTEM_DATASETS = Path("/usr/share/datasets")
-
-
-@dataclass
-class Splits:
-    train_x: torch.Tensor  # uint8 (N, C, H, W)
-    train_y: torch.Tensor  # int64 (N,)
-    test_x: torch.Tensor
-    test_y: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -143,8 +138,6 @@ def mnist(cfg: DictConfig) -> Splits:
 
 
 def cifar10(cfg: DictConfig) -> Splits:
-    from dltrain.data.cifar import load_cifar10  # cifar.py imports Splits from here
-
     return load_cifar10(cfg.root)
 
 

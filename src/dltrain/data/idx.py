@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dltrain.errors import DataError
+
 # IDX type codes (third byte of the magic number) → numpy big-endian dtypes.
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DataError(RuntimeError):
-    """A data file that is missing or unreadable; the message names the file and what is wrong."""
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -2,7 +2,7 @@
 
 Hydra only instantiates sweepers that live under the `hydra_plugins` namespace, hence this package beside
 `dltrain`. It delegates everything to the `hydra-optuna-sweeper` plugin, with two changes:
-- a trial whose run diverged returns NaN (dltrain/cli.py); it is recorded as a FAILED trial (TPE leaves
+- a trial whose run diverged returns NaN (dltrain/cli/__init__.py); it is recorded as a FAILED trial (TPE leaves
   failed trials out of its model instead of mistaking them for good values). The plugin itself cannot do
   that with optuna 2.x: `study.tell` raises for NaN, and raises again when the plugin retries with FAIL.
 - when *every* trial failed, the plugin would crash at the end asking the study for its best trial; this

@@ -461,29 +461,3 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path | None:
     path = sweep_dir / "summary.md"
     path.write_text(markdown(sweep_dir, jobs, keys, images))
     return path
-
-
-# -- Hydra callback -------------------------------------------------------------------------------------------
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra is a dependency
-    _HydraCallback = object
-
-
-class SweepReportCallback(_HydraCallback):
-    """`hydra.callbacks.report` in configs/train.yaml: writes the report when a `-m` sweep ends. A report
-    that fails logs a warning and never turns a finished sweep into an error."""
-
-    def __init__(self, plots: bool = True):
-        self.plots = plots
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            path = write_report(sweep_dir, plots=self.plots)
-        except Exception as e:  # noqa: BLE001 - the runs are done; the report must not fail the sweep
-            log.warning("report: could not write the sweep summary for %s: %s", sweep_dir, e)
-            print(f"dltrain: sweep report failed: {e}; rerun `python scripts/report.py {sweep_dir}`")
-            return
-        if path is not None:
-            print(f"sweep summary: {path}")

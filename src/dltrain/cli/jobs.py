@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from dltrain.config import ConfigError
+from dltrain.errors import ConfigError
 from dltrain.errors import Interrupted, one_line
 from dltrain.resume import FINISHED
 

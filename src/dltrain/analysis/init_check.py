@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dltrain.callbacks.diagnostics import activation_stats, find_layers, output_bounds
+from dltrain.diagnostics import activation_stats, find_layers, output_bounds
 
 
 def profile(overrides: list[str]) -> dict:

@@ -8,12 +8,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from dltrain.cli import launch
 from dltrain.config import ConfigError, check, config_dir
+
+launch.register_resolvers()  # ${dltrain.gpu_count:}, ${dltrain.job_gpu:}…: the launcher presets' GPU per job
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
-    from dltrain.jobs import run_job  # after validation's imports: `--help` and errors stay fast
+    from dltrain.cli.jobs import run_job  # after validation's imports: `--help` and errors stay fast
 
     hydra_cfg = HydraConfig.get()
     OmegaConf.set_struct(cfg, False)
@@ -35,8 +38,8 @@ def main() -> None:
     import gc
 
     from dltrain.distributed import env_rank
-    from dltrain.failures import FAILED_JOBS
-    from dltrain.preflight import check_command_line
+    from dltrain.cli.sweep_end import FAILED_JOBS
+    from dltrain.cli.commandline import check_command_line
 
     # Every mistake on the command line, reported together, before any data is loaded or directory made;
     # resume=<run dir> becomes that run's own overrides plus hydra.run.dir=<run dir>.

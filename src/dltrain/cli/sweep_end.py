@@ -1,4 +1,4 @@
-"""The end of a sweep: which jobs did not complete, and a non-zero exit when any failed.
+"""The end of a sweep: which jobs did not complete (and a non-zero exit when any failed), and the report.
 
 A Hydra callback (configs/train.yaml, `hydra.callbacks.failures`) reads every job's metrics.json when a
 `-m` sweep ends, prints one line per job that did not complete (diverged, interrupted, failed, or no
@@ -9,11 +9,16 @@ submitit) and for jobs skipped or continued by `resume=auto`.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from dltrain.analysis import report
+
+log = logging.getLogger("dltrain")
 
 FAILED_JOBS: list[str] = []   # filled when a sweep ends; read by cli.main for the exit code
 OK = ("completed", "stopped_early")
@@ -53,3 +58,22 @@ class SweepFailures(Callback):
             detail = metrics.get("error") or f"{metrics.get('steps', '?')} steps"
             print(f"  {status:<11} {name}: {detail}", file=sys.stderr)
         FAILED_JOBS[:] = [name for name, status, _ in rows if status == "failed"]
+
+
+class SweepReport(Callback):
+    """`hydra.callbacks.report` in configs/train.yaml: writes the report when a `-m` sweep ends. A report
+    that fails logs a warning and never turns a finished sweep into an error."""
+
+    def __init__(self, plots: bool = True):
+        self.plots = plots
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            path = report.write_report(sweep_dir, plots=self.plots)
+        except Exception as e:  # noqa: BLE001 - the runs are done; the report must not fail the sweep
+            log.warning("report: could not write the sweep summary for %s: %s", sweep_dir, e)
+            print(f"dltrain: sweep report failed: {e}; rerun `python scripts/report.py {sweep_dir}`")
+            return
+        if path is not None:
+            print(f"sweep summary: {path}")

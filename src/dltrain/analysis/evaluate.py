@@ -61,7 +61,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     if ensemble not in (None, "snapshots"):
         raise ValueError(f"ensemble={ensemble!r} is not one of ['snapshots']")
     if ensemble == "snapshots":
-        from dltrain.ensemble import Ensemble, snapshot_paths
+        from dltrain.analysis.ensemble import Ensemble, snapshot_paths
 
         members = []
         for path in snapshot_paths(run_dir):

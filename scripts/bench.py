@@ -125,23 +125,20 @@ def iterate(loader, max_batches: int, device) -> int:
 
 # -- dltrain's side -------------------------------------------------------------------------------------
 def dltrain_trainer(overrides, out_dir):
+    """A Trainer built and started as fit() starts one (Trainer.begin), without running its epochs."""
     trainer = Trainer(compose_config([*overrides, "trainer.progress_bar=false"], output_dir=out_dir))
     trainer.out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.setup()
-    trainer.fire("on_fit_start")
+    trainer.begin()
     return trainer
 
 
 def close(trainer) -> None:
-    trainer.wall_s = 0.0
-    trainer.fire("on_fit_end", trainer.result())
+    trainer.finish()
 
 
 def trainer_epoch(trainer, max_batches: int) -> int:
-    """One (shortened) epoch of the Trainer's own loop, from the epoch's first batch."""
-    trainer.train_batches = max_batches
-    trainer.state.batch = 0  # otherwise train_epoch resumes where the last shortened epoch stopped
-    seen = trainer.train_epoch()
+    """One (shortened) epoch of the Trainer's own loop."""
+    seen = trainer.train_epoch(max_batches)
     sync(trainer.device)
     return seen
 

@@ -15,7 +15,8 @@ import torch
 
 from dltrain import Trainer
 from dltrain.batch_size import find_batch_size, is_oom, oom_advice
-from dltrain.callbacks import checkpoint as ckpt
+from dltrain import checkpoint as ckpt
+from dltrain.errors import Diverged
 from dltrain.config import ConfigError
 from dltrain.resume import SAFE_TO_CHANGE, unsafe_changes
 
@@ -114,15 +115,27 @@ def test_a_diverging_run_never_saves_a_nan_model(fast_cfg, tmp_path, saved):
         assert all(torch.isfinite(t).all() for t in state["model"].values()), path
 
 
-def test_checkpoint_refuses_non_finite_weights(fast_cfg, tmp_path):
-    from dltrain.errors import Diverged
+def test_the_trainer_refuses_non_finite_weights_before_a_checkpoint(fast_cfg, tmp_path):
+    """The trainer checks the weights before any checkpoint hook fires: a weight turned NaN after step 2's
+    losses were read (so the loss check cannot see it) ends the run as diverged, and no checkpoint holds it."""
+    from dltrain.callbacks import default_callbacks
+    from dltrain.callbacks.base import Callback
 
-    trainer = Trainer(fast_cfg(output_dir=tmp_path / "run"))
+    class PoisonAfterFirstStep(Callback):
+        def on_train_step_end(self, trainer) -> None:
+            if trainer.state.step == 2:  # after the flush of a checkpoint step, before its checkpoint
+                with torch.no_grad():
+                    trainer.model.head.bias[0] = float("nan")
+
+    cfg = fast_cfg("trainer.checkpoint_every_n_steps=2", output_dir=tmp_path / "run")
+    trainer = Trainer(cfg, callbacks=[*default_callbacks(cfg), PoisonAfterFirstStep()])
     trainer.setup()
     with torch.no_grad():
         next(trainer.model.parameters())[0, 0] = float("nan")
     with pytest.raises(Diverged, match="non-finite"):
-        ckpt.Checkpoint().save(trainer)
+        trainer.check_finite()
+    result = Trainer(cfg, callbacks=[*default_callbacks(cfg), PoisonAfterFirstStep()]).fit()
+    assert result["status"] == "diverged" and result["steps"] == 2
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 

@@ -9,7 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from dltrain.analysis.report import SweepReportCallback, group_runs, load_jobs, swept_keys, write_report
+from dltrain.analysis.report import group_runs, load_jobs, swept_keys, write_report
+from dltrain.cli.sweep_end import SweepReport
 
 
 def fake_job(sweep, overrides, status="completed", best=None, curve=True):
@@ -76,7 +77,7 @@ def test_numeric_search_gets_a_search_plot_and_the_cli_and_callback_write_the_re
     for i, lr in enumerate(("0.0001", "0.001", "0.01", "0.1", "1.0")):
         fake_job(sweep, [f"optimizer.lr={lr}"], best=0.5 + 0.1 * i if lr != "1.0" else None,
                  status="completed" if lr != "1.0" else "diverged", curve=False)
-    SweepReportCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert (sweep / "summary.md").is_file() and (sweep / "search.png").is_file()
     assert "sweep summary" in capsys.readouterr().out
 

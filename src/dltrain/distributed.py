@@ -64,6 +64,14 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
         offset += t.numel()
 
 
+def reduce_steps(losses: torch.Tensor, corrects: torch.Tensor, sizes: list[int]):
+    """Per-step (mean loss, correct count, sample count) of this rank → those of the global batch."""
+    counts = torch.tensor(sizes, dtype=torch.float, device=losses.device)
+    losses = losses * counts
+    all_reduce_sum(losses, corrects, counts)
+    return losses / counts, corrects, counts.tolist()
+
+
 def agree_on_stop(local: int | None) -> int | None:
     """The stop signal any rank received (the largest signal number), or None: every rank stops together."""
     flag = torch.tensor([float(local or 0)])

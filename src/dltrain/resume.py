@@ -2,13 +2,13 @@
 
 `resume=<run dir>` (or a .pt file in it) continues that run; `resume=auto` continues the run directory the
 run is given (a sweep's job directory) when it has a last.pt and starts it afresh otherwise. The trainer
-calls three functions, in this order:
+calls, in this order:
 
-    checkpoint = open_run(trainer)    # before anything is written: never overwrite; load last.pt, compare configs
+    checkpoint = open_run(trainer)          # before anything is written: never overwrite; load last.pt, compare configs
     trainer.setup()
-    restore(trainer, checkpoint)      # model, optimizer, scheduler, scaler, EMA, callbacks, progress
+    continue_from(trainer, checkpoint)      # model, optimizer, scheduler, scaler, EMA, callbacks, progress
     ...on_fit_start...
-    restore_rng(checkpoint)           # last, so the continuation draws exactly the numbers the straight run would
+    checkpoint.restore_rng(checkpoint)      # last, so the continuation draws exactly the numbers the straight run would
 
 The config of the resumed run must equal the checkpoint's except for SAFE_TO_CHANGE: keys that change how
 long the run goes, what it prints and where files are, never what a step computes.
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain.callbacks.checkpoint import set_rng_state
+from dltrain.checkpoint import load, restore
 from dltrain.errors import ConfigError
 from dltrain.runinfo import library_versions
 
@@ -64,10 +64,6 @@ def resume_problem(value) -> str | None:
         return (f"resume={value}: {checkpoint_path(path)} does not exist (the run stopped before its first "
                 f"checkpoint; start it again instead)")
     return None
-
-
-def load(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # -- comparing configs ----------------------------------------------------------------------------------------
@@ -159,50 +155,11 @@ def open_run(trainer) -> dict | None:
     return checkpoint
 
 
-def restore(trainer, checkpoint: dict | None) -> None:
-    """Put back everything but the random generators (restore_rng does those, last)."""
-    check_data_shape(trainer)
-    if checkpoint is None:
-        return
-    trainer.model.load_state_dict(checkpoint["model"])
-    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-    if trainer.schedule is not None and checkpoint.get("scheduler") is not None:
-        trainer.schedule.load_state_dict(checkpoint["scheduler"])
-    for name in ("scaler", "ema"):
-        target = getattr(trainer, name, None)
-        if target is not None and checkpoint.get(name) is not None:
-            target.load_state_dict(checkpoint[name])
-    states = checkpoint.get("callbacks", {})
-    seen: set[str] = set()
-    for callback in trainer.callbacks:
-        if hasattr(callback, "load_state_dict"):
-            name = type(callback).__name__
-            while name in seen:
-                name += "+"
-            seen.add(name)
-            if name in states:
-                callback.load_state_dict(states[name])
+def continue_from(trainer, checkpoint: dict) -> None:
+    """Put the trainer where the checkpoint left it (the random generators come last, in fit)."""
+    restore(trainer, checkpoint)
     if not trainer.overrides:  # resumed from Python: keep the overrides the run was started with
         trainer.overrides = list(checkpoint.get("overrides") or [])
     s = trainer.state
-    s.epoch, s.step = int(checkpoint["epoch"]), int(checkpoint["step"])
-    s.batch = int(checkpoint.get("batch", 0))
-    s.best = dict(checkpoint["best"])
-    s.final = dict(checkpoint.get("final", {}))
     where = f", batch {s.batch} of epoch {s.epoch + 1}" if s.batch else ""
     log.info("resumed from %s: %d epochs, %d steps done%s", checkpoint["path"], s.epoch, s.step, where)
-
-
-def restore_rng(checkpoint: dict | None) -> None:
-    if checkpoint is not None:
-        set_rng_state(checkpoint["rng"])
-
-
-def check_data_shape(trainer) -> None:
-    """The data the loader produced must have the shape the model was built for (data.in_shape)."""
-    actual = getattr(trainer.data, "in_shape", None)
-    expected = tuple(trainer.cfg.data.in_shape)
-    if actual is not None and tuple(actual) != expected:
-        raise ConfigError([f"data.in_shape={list(expected)} but the data set gives samples of shape "
-                           f"{list(actual)}; the model (model.*) is built for data.in_shape: set "
-                           f"data.in_shape={list(actual)}"])

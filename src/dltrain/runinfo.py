@@ -1,10 +1,12 @@
-"""Reproducibility facts of a run: seeding and the library versions recorded in metrics.json."""
+"""A run's record: seeding, the library versions, and its metrics.json (written atomically, read leniently)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,3 +31,19 @@ def library_versions() -> dict:
             versions[name] = None
     versions["cuda"] = torch.version.cuda
     return versions
+
+
+def write_metrics(run_dir: str | Path, metrics: dict) -> None:
+    """metrics.json, replaced in one rename: a reader never sees half a file."""
+    path = Path(run_dir) / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    tmp.replace(path)
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """A run's metrics.json, or {} when it has none (or an unreadable one)."""
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,74 +1,39 @@
-"""The training loop: fit → (train epoch → validate → callbacks)* → test.
+"""The training loop: fit → (train epoch → validate → callbacks)* → test. Read it top to bottom.
 
-Read it top to bottom; every option of `cfg.trainer` is one small named step. Callbacks (logging,
-checkpoints, early stopping, progress, diagnostics) hook in through `Callback` methods and never change
-the maths of a step.
-"""
+A run's parts come from `build.build_run`, one optimizer step is `step.py`, checkpoints are `checkpoint.py`'s
+format, continuing a run is `resume.py`'s decision. Callbacks observe and answer with values (extra metrics, a
+reason to stop, result fields): they never change the maths of a step, and their order does not matter."""
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
-from hydra.utils import instantiate
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dltrain import callbacks as cb
-from dltrain import distributed, memory, precision
-from dltrain.data import build_datamodule
-from dltrain.data import cache as data_cache
-from dltrain.models import build_model
-from dltrain.nn.penalties import add_penalty_gradients
-from dltrain.optim import build_optimizer, build_scheduler, optimizer_factory, split_parameters
-from dltrain import resume
+from dltrain import checkpoint, distributed, resume
 from dltrain.batch_size import fit_batch_size
-from dltrain.errors import Diverged, Interrupted, one_line  # noqa: F401 - Diverged: NaN/inf loss, a result
-from dltrain.runinfo import library_versions, seed_everything
+from dltrain.build import build_run, pick_device, wrap
+from dltrain.checkpoint import RunState
+from dltrain.data import cache as data_cache
+from dltrain.errors import Diverged, Interrupted, one_line
+from dltrain.runinfo import library_versions, seed_everything, write_metrics
 from dltrain.signals import StopSignals
+from dltrain.step import OptimizerStep
 from dltrain.steplog import StepLog
 
 log = logging.getLogger("dltrain")
 
 
-@dataclass
-class RunState:
-    """Everything about progress that a checkpoint must restore."""
-
-    epoch: int = 0                 # epochs completed
-    step: int = 0                  # optimizer steps completed
-    status: str = "running"
-    best: dict = field(default_factory=lambda: {"epoch": None, "val/acc": None, "val/loss": None})
-    final: dict = field(default_factory=dict)  # last value of every logged tag
-    test: dict = field(default_factory=dict)
-    stop_reason: str | None = None
-    batch: int = 0                 # batches of the current epoch done (a checkpoint mid-epoch resumes there)
-
-
-def pick_device(accelerator: str, devices=1) -> torch.device:
-    """`trainer.devices` is a count, or a list of GPU indices whose first one this process uses
-    (how a parallel sweep pins each job to its own GPU)."""
-    if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
-        index = 0 if isinstance(devices, int) else devices[0]
-        return torch.device("cuda", int(index))
-    return torch.device("cpu")
-
-
-def limit(n_batches: int, limit_to) -> int:
-    """limit_*_batches: an int is a count, a float in (0, 1] a fraction."""
-    if limit_to is None:
-        return n_batches
-    if isinstance(limit_to, float) and limit_to <= 1.0:
-        return max(1, int(n_batches * limit_to))
-    return min(n_batches, int(limit_to))
-
-
 class Trainer:
+    """`Trainer(cfg).fit()` trains and returns the run's result (metrics.json). Its parts are public too, for
+    tools that time the loop itself (scripts/bench.py): begin() → train_epoch(max_batches)… → finish(), with
+    `callbacks` a list that may change between epochs."""
+
     def __init__(self, cfg: DictConfig, overrides: list[str] | None = None, callbacks=None):
         self.cfg = cfg
         self.t = cfg.trainer
@@ -78,8 +43,8 @@ class Trainer:
         self.dist = distributed.DistEnv()
         self.state = RunState()
         self.signals = StopSignals()  # installed while fit runs
-        main = distributed.env_rank() == 0
-        self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg, main=main)
+        self.started = time.perf_counter()
+        self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg, distributed.env_rank() == 0)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -89,99 +54,32 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # code that uses "the current GPU" uses this job's (parallel sweeps)
         seed_everything(cfg.seed, deterministic=t.deterministic)
-        self.data = build_datamodule(cfg, self.device, self.dist.rank, self.dist.world_size)
-        self.model = build_model(cfg).to(self.device)
-        if t.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(cfg, self.model)
-        # An optimizer whose step() requires a closure evaluates the loss itself, maybe several times (L-BFGS).
-        closure = inspect.signature(type(self.optimizer).step).parameters.get("closure")
-        self.reevaluates = closure is not None and closure.default is inspect.Parameter.empty
-        self.weights, _ = split_parameters(self.model)
-        self.trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.net = self.wrap(self.model)
-        # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
-        self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
-        self.grad_clip, self.log_every = t.grad_clip, t.log_every_n_steps
-        self.checkpoint_every = t.checkpoint_every_n_steps or 0
-        self.accumulate = t.accumulate_grad_batches
-        self.channels_last = bool(t.channels_last)
-        self.autocast = precision.autocast(self.device, str(t.precision))
-        self.scaler = precision.grad_scaler(self.device, str(t.precision))
-        # Polyak/EMA weights (callbacks/ema.py updates and validates them): w_ema ← d·w_ema + (1−d)·w
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-                    if t.ema_decay else None)
-        self.memory_estimate = memory.estimate(self.model, optimizer_factory(cfg), cfg.data.batch_size,
-                                               self.data.in_shape, self.device)
-        self.train_batches = 1 if t.fast_dev_run else limit(len(self.data.train), t.limit_train_batches)
-        self.val_batches = 1 if t.fast_dev_run else limit(len(self.data.val), t.limit_val_batches)
-        self.steps_per_epoch = max(1, self.train_batches // t.accumulate_grad_batches)
-        self.schedule = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
-        self.loss_fn = instantiate(cfg.loss)
-        self.metric_fns = {name: instantiate(node) for name, node in cfg.metrics.items()}
-        self.max_epochs = 1 if t.fast_dev_run else t.max_epochs
-        self.max_steps = t.max_steps if t.max_steps and t.max_steps > 0 else math.inf
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """What the forward passes go through: DataParallel / DDP around the model, then torch.compile.
-        `self.model` stays the plain module, for checkpoints and diagnostics."""
-        net = model
-        if self.t.strategy == "dp":
-            count = self.t.devices if isinstance(self.t.devices, int) else len(self.t.devices)
-            ids = list(range(count)) if isinstance(self.t.devices, int) else list(self.t.devices)
-            if self.device.type != "cuda":
-                log.warning("trainer.strategy=dp on the CPU: DataParallel runs the plain module")
-            net = torch.nn.DataParallel(model, device_ids=ids if self.device.type == "cuda" else None)
-        elif self.t.strategy == "ddp":
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if self.t.compile:
-            net = torch.compile(net, mode=self.t.compile_mode)
-        return net
-
-    def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        # model, data, optimizer, schedule, loss_fn, metric_fns, length, ema, memory_estimate: the run's parts
+        vars(self).update(vars(build_run(cfg, self.device, self.dist.rank, self.dist.world_size)))
+        self.net = wrap(self.model, t, self.device, log.warning)
+        self.step_fn = OptimizerStep(cfg, self.model, self.net, self.optimizer, self.loss_fn, self.device)
+        self.scaler, self.autocast, self.to_input = self.step_fn.scaler, self.step_fn.autocast, self.step_fn.to_input
+        # Plain copies of what the loop and the callbacks read (OmegaConf attribute access costs microseconds).
+        self.log_every, self.checkpoint_every = t.log_every_n_steps, t.checkpoint_every_n_steps or 0
+        n, self.accumulate = self.length, t.accumulate_grad_batches
+        self.train_batches, self.val_batches, self.steps_per_epoch = n.train_batches, n.val_batches, n.steps_per_epoch
+        self.max_epochs, self.max_steps = n.epochs, n.max_steps
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict:
-        start = time.perf_counter()
+        """Train, validate after every epoch, test; returns the result that metrics.json holds."""
+        self.started = time.perf_counter()
         resume_from = resume.open_run(self)  # before writing: never into another run's dir; resume: last.pt
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.signals.install()  # SIGTERM/SIGINT/SIGUSR1: finish the step, write last.pt, stop (signals.py)
         self.fire("setup")      # train.log opens before set-up, so that set-up failures are recorded in it
         try:
-            fit_batch_size(self)  # trainer.auto_batch_size: the largest batch that fits on the GPU
-            self.setup()
-            resume.restore(self, resume_from)  # model, optimizer, scheduler, scaler, EMA, callbacks, progress
-            self.fire("on_fit_start")
-            resume.restore_rng(resume_from)  # last: the continuation draws the numbers the straight run would
-            log.info("data: %s", data_cache.last_load_note())  # after on_fit_start, so train.log has it
+            self.begin(resume_from)
             while self.state.epoch < self.max_epochs and self.state.step < self.max_steps:
-                epoch_start = time.perf_counter()
-                seen = self.train_epoch()
-                self.state.epoch, self.state.batch = self.state.epoch + 1, 0
-                elapsed = time.perf_counter() - epoch_start
-                metrics = self.evaluate(self.data.val, "val", self.val_batches)
-                metrics["time/epoch_s"] = elapsed
-                metrics["throughput/samples_per_s"] = seen * self.dist.world_size / elapsed
-                if self.device.type == "cuda":
-                    metrics["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-                if self.schedule is not None and self.schedule.interval == "epoch":
-                    self.schedule.step(metrics)
-                self.log(metrics, self.state.epoch)
-                self.update_best(metrics)
-                self.fire("on_epoch_end", metrics)
-                if self.state.stop_reason:
+                if self.run_epoch():
                     break
-                received = self.signals.received  # a signal during validation: last.pt is current, stop
-                if self.dist.enabled:
-                    received = distributed.agree_on_stop(received)
-                if received:
-                    raise Interrupted(received, self.state.step)
             self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
-            self.state.test = self.evaluate(self.data.test, "test", self.val_batches if self.t.fast_dev_run else None)
+            self.state.test = self.evaluate(self.data.test, "test", self.length.test_batches)
             self.log(self.state.test, self.state.epoch)
         except Diverged as e:
             self.state.status = "diverged"
@@ -189,7 +87,12 @@ class Trainer:
         except Interrupted as e:
             self.state.status = "interrupted"
             log.warning("run interrupted: %s", e)
-            self.fire("on_exception", e)  # Checkpoint writes last.pt: the step in flight has finished
+            try:
+                self.check_finite()  # the step in flight has finished; a finite model is worth keeping
+                self.fire("on_exception", e)  # Checkpoint writes last.pt
+            except Diverged as d:
+                self.state.status = "diverged"
+                log.warning("not saving the interrupted run: %s", d)
             raise
         except KeyboardInterrupt:
             self.state.status = "interrupted"
@@ -201,17 +104,62 @@ class Trainer:
             raise
         finally:
             self.signals.restore()
-            self.wall_s = time.perf_counter() - start
-            result = self.result()
-            self.fire("on_fit_end", result)
-            if self.dist.is_main:
-                self.write_metrics(result)
-            distributed.cleanup()
+            result = self.finish()
         return result
 
-    def train_epoch(self) -> int:
+    def begin(self, resume_from: dict | None = None) -> None:
+        """Build the run, put a resumed one back where it stopped, start the callbacks."""
+        fit_batch_size(self)  # trainer.auto_batch_size: the largest batch that fits on the GPU
+        self.setup()
+        if resume_from is not None:  # model, optimizer, scheduler, scaler, EMA, callbacks, progress
+            resume.continue_from(self, resume_from)
+        self.fire("on_fit_start")
+        checkpoint.restore_rng(resume_from)  # last: the continuation draws the numbers the straight run would
+        log.info("data: %s", data_cache.last_load_note())  # after on_fit_start, so train.log has it
+
+    def finish(self) -> dict:
+        """The result, to the callbacks and (rank 0) into metrics.json."""
+        self.wall_s = time.perf_counter() - self.started
+        result = self.result()
+        self.fire("on_fit_end", result)
+        if self.dist.is_main:
+            write_metrics(self.out_dir, result)
+        distributed.cleanup()
+        return result
+
+    def run_epoch(self) -> bool:
+        """Train one epoch, validate, let the callbacks see it; True when the run is to stop."""
+        epoch_start = time.perf_counter()
+        seen = self.train_epoch()
+        self.state.epoch += 1
+        elapsed = time.perf_counter() - epoch_start
+        metrics = self.evaluate(self.data.val, "val", self.val_batches)
+        for hook in self.hooks("on_validate"):  # e.g. the EMA weights' val_ema/*
+            metrics.update(hook(self) or {})
+        metrics["time/epoch_s"] = elapsed
+        metrics["throughput/samples_per_s"] = seen * self.dist.world_size / elapsed
+        if self.device.type == "cuda":
+            metrics["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.schedule is not None and self.schedule.interval == "epoch":
+            self.schedule.step(metrics)
+        self.log(metrics, self.state.epoch)
+        self.update_best(metrics)
+        self.check_finite()  # before any checkpoint of this epoch is written
+        seen_metrics = MappingProxyType(metrics)  # callbacks read, never write
+        reasons = [reason for hook in self.hooks("on_epoch_end") if (reason := hook(self, seen_metrics))]
+        if reasons:  # e.g. early stopping
+            self.state.stop_reason = reasons[0]
+            return True
+        received = self.signals.received  # a signal during validation: last.pt is current, stop
+        if self.dist.enabled:
+            received = distributed.agree_on_stop(received)
+        if received:
+            raise Interrupted(received, self.state.step)
+        return False
+
+    def train_epoch(self, max_batches: int | None = None) -> int:
         """One pass over the training batches (the rest of one after a mid-epoch resume); returns how many
-        samples it saw."""
+        samples it saw. `max_batches` shortens it (default: the run's batches per epoch)."""
         state, accumulate, every = self.state, self.accumulate, self.checkpoint_every
         self.net.train()  # the wrappers (DDP, compile) too, not only the module
         start = state.batch  # batches done before a resume: skipped, not even gathered
@@ -224,7 +172,7 @@ class Trainer:
         per_step_schedule = self.schedule if self.schedule is not None and self.schedule.interval == "step" else None
         ranks_agree = self.dist.enabled
         optimizer_step, poll, log_every = self.optimizer_step, self.signals.poll, self.log_every
-        train_batches, max_steps = self.train_batches, self.max_steps
+        train_batches, max_steps = max_batches or self.train_batches, self.max_steps
         micro = []
         seen = 0
         for i, batch in enumerate(self.data.train, start=start):
@@ -244,8 +192,8 @@ class Trainer:
             if per_step_schedule is not None:
                 per_step_schedule.step()
             stop = poll(state.step)  # a stop signal: this step is the last one
-            checkpoint = every and state.step % every == 0
-            due = checkpoint or len(pending) >= log_every
+            checkpoint_due = every and state.step % every == 0
+            due = checkpoint_due or len(pending) >= log_every
             if ranks_agree:
                 # Ranks may see a signal at different steps: they decide together, at the next flush (a
                 # collective every rank reaches at the same step), or one would wait for the others forever.
@@ -256,71 +204,25 @@ class Trainer:
                 self.flush_train_log(pending)
             for hook in on_step_end:
                 hook(self)
-            if checkpoint:  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+            if checkpoint_due:  # Checkpoint: last.pt every trainer.checkpoint_every_n_steps
+                self.check_finite()
                 for hook in on_checkpoint:
                     hook(self)
             if stop:
                 raise Interrupted(stop, state.step)
         if pending:
             self.flush_train_log(pending)
+        state.batch = 0  # the epoch is done: the next one (or its checkpoint) starts at its first batch
         return seen
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
-        """One optimizer step over `micro` (accumulate_grad_batches batches); returns the step's loss, the
-        detached (logits, labels) of each micro-batch and the sample count."""
-        if self.scaler:  # GradScaler.step takes no closure; fp16 runs are single-evaluation optimizers only
-            result = self.forward_backward(micro)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif self.reevaluates:  # L-BFGS evaluates the loss itself, maybe several times: the last one counts
-            results = []
-
-            def closure():
-                results.append(self.forward_backward(micro))
-                return results[-1][0]
-
-            self.optimizer.step(closure)
-            result = results[-1]
-        else:
-            result = self.forward_backward(micro)
-            self.optimizer.step()
-        return result
-
-    def forward_backward(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
-        """Fresh gradients of the loss over `micro`, with the penalties and clipping applied; returns what
-        optimizer_step returns."""
-        # What optimizer.zero_grad(set_to_none=True) does, without its profiler range and dynamo guard: those
-        # cost ~20 µs a step on the CPU, 1 % of the default MLP's step (scripts/bench.py's loop_ratio).
-        for p in self.trained_params:
-            p.grad = None
-        single = len(micro) == 1  # no accumulation: the usual case, without the weighting's extra op
-        total = micro[0][1].shape[0] if single else sum(y.shape[0] for _, y in micro)
-        scaler = self.scaler
-        loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
-        outputs = []
-        for x, y in micro:
-            with self.autocast():
-                logits = self.net(self.to_input(x))
-                loss = self.loss_fn(logits, y)
-            # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-            weighted = loss if single else loss * (y.shape[0] / total)
-            (scaler.scale(weighted) if scaler else weighted).backward()
-            loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
-            outputs.append((logits.detach(), y))
-        if scaler:
-            scaler.unscale_(self.optimizer)  # penalties and clipping act on the true gradients
-        add_penalty_gradients(self.weights, self.l1, self.l2)
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        return loss_sum, outputs, total
+        """One optimizer step over `micro` (accumulate_grad_batches batches; step.py)."""
+        return self.step_fn(micro)
 
     def flush_train_log(self, pending: StepLog) -> None:
         losses, corrects, sizes = pending.take()
         if self.dist.enabled:  # the global batch's numbers: every rank logs and decides the same
-            counts = torch.tensor(sizes, dtype=torch.float, device=losses.device)
-            losses = losses * counts
-            distributed.all_reduce_sum(losses, corrects, counts)
-            losses, sizes = losses / counts, counts.tolist()
+            losses, corrects, sizes = distributed.reduce_steps(losses, corrects, sizes)
         values = losses.tolist()
         accs = [c / n for c, n in zip(corrects.tolist(), sizes)]
         first = self.state.step - len(values) + 1
@@ -337,10 +239,16 @@ class Trainer:
         lrs["lr"] = self.optimizer.param_groups[0]["lr"]
         self.log(lrs, self.state.step)
 
+    def check_finite(self) -> None:
+        """Never keep a NaN model: a non-finite weight means the run diverged, whatever the logged loss says."""
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise Diverged(f"non-finite weights in {', '.join(bad[:3])}{'…' if len(bad) > 3 else ''} at step "
+                           f"{self.state.step}; the checkpoints keep the last finite model")
+
     @torch.no_grad()
     def evaluate(self, loader, prefix: str, max_batches: int | None = None, net: torch.nn.Module | None = None) -> dict:
-        """Mean loss and every configured metric of `net` (default: the trained model) over `loader`;
-        sums stay on the device until the end."""
+        """Mean loss and metrics of `net` (default: the trained model) over `loader`, summed on the device."""
         net = net if net is not None else self.net
         net.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -363,8 +271,7 @@ class Trainer:
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def update_best(self, metrics: dict) -> None:
-        best = self.state.best
-        acc = metrics.get("val/acc")
+        acc, best = metrics.get("val/acc"), self.state.best
         self.improved = acc is not None and (best["val/acc"] is None or acc > best["val/acc"])
         if self.improved:
             best.update({"epoch": self.state.epoch, "val/acc": acc, "val/loss": metrics.get("val/loss")})
@@ -378,30 +285,15 @@ class Trainer:
             method(self, *args)
 
     def hooks(self, hook: str) -> list:
-        """The callbacks' methods for `hook`, leaving out those that only inherit Callback's no-op: the hot
-        loop takes these lists once per epoch or flush instead of calling every callback on every step."""
+        """The callbacks' methods for `hook`, without the no-ops inherited from Callback (taken once per epoch)."""
         return [getattr(c, hook) for c in self.callbacks if getattr(type(c), hook) is not getattr(cb.Callback, hook)]
 
     def result(self) -> dict:
         s = self.state
-        return {
-            "status": s.status,
-            "epochs": s.epoch,
-            "steps": s.step,
-            "final": {k: v for k, v in s.final.items() if not k.startswith("test/")},
-            "best": s.best,
-            "test": s.test,
-            "overrides": self.overrides,
-            "seed": int(self.cfg.seed),
-            "wall_s": round(self.wall_s, 3),
-            "versions": library_versions(),
-        }
-
-    def write_metrics(self, result: dict) -> None:
-        path = self.out_dir / "metrics.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=float))
-        tmp.replace(path)
-
-    def config_dict(self) -> dict:
-        return OmegaConf.to_container(self.cfg, resolve=True)
+        result = {"status": s.status, "epochs": s.epoch, "steps": s.step,
+                  "final": {k: v for k, v in s.final.items() if not k.startswith("test/")},
+                  "best": s.best, "test": s.test, "overrides": self.overrides, "seed": int(self.cfg.seed),
+                  "wall_s": round(self.wall_s, 3), "versions": library_versions()}
+        for hook in self.hooks("on_result"):  # e.g. the diagnostics' health warnings
+            result.update(hook(self) or {})
+        return result

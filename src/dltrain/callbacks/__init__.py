@@ -17,10 +17,10 @@ from dltrain.instantiate import instantiate_without
 
 
 def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
-    """The callbacks a run gets from its config, in the order they fire. Only the main process (rank 0)
-    gets the ones that write; decisions (early stopping) run on every rank, on all-reduced metrics."""
+    """The callbacks a run gets from its config. Only the main process (rank 0) gets the ones that write;
+    decisions (early stopping) and the EMA validation run on every rank, on all-reduced metrics."""
     callbacks: list[Callback] = []
-    if cfg.trainer.ema_decay:  # every rank (its validation all-reduces), before what reads val_ema/*
+    if cfg.trainer.ema_decay:
         callbacks.append(EMA())
     if main:
         callbacks.append(RunLog())
@@ -38,8 +38,7 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
     if main and progress.wanted(cfg.trainer.progress_bar):
         callbacks.append(ProgressBar())
     if main and cfg.trainer.diagnostics_every_n_steps:
-        # first, so that its on_fit_end puts the health warnings into the result before the summary is written
-        callbacks.insert(0, Diagnostics(cfg.trainer.diagnostics_every_n_steps))
+        callbacks.append(Diagnostics(cfg.trainer.diagnostics_every_n_steps))
     return callbacks
 
 

@@ -1,4 +1,8 @@
-"""The callback interface: every hook receives the trainer; the default does nothing."""
+"""The callback interface: every hook receives the trainer; the default does nothing.
+
+Callbacks observe. Where they have something to add, they return it and the trainer merges it (`on_validate`:
+extra metrics, `on_epoch_end`: a reason to stop, `on_result`: result fields), so no callback changes what it
+is handed and the order of the callbacks never matters."""
 from __future__ import annotations
 
 
@@ -18,9 +22,16 @@ class Callback:
 
     def on_log(self, trainer, scalars: dict, step: int) -> None: ...
 
-    def on_epoch_end(self, trainer, metrics: dict) -> None: ...
+    def on_validate(self, trainer) -> dict | None:
+        """After the epoch's validation: extra metrics to log and hand to on_epoch_end (val_ema/*…)."""
+
+    def on_epoch_end(self, trainer, metrics) -> str | None:
+        """`metrics` is read-only; return a reason to stop the run (e.g. "early_stopping"), or None."""
 
     def on_exception(self, trainer, exc: BaseException) -> None:
         """The run is ending by `exc` (a failure, or errors.Interrupted after a stop signal); on_fit_end follows."""
+
+    def on_result(self, trainer) -> dict | None:
+        """Fields to add to the run's result (metrics.json) before on_fit_end sees it."""
 
     def on_fit_end(self, trainer, result: dict) -> None: ...

@@ -141,7 +141,9 @@ class Diagnostics(Callback):
             self.warnings.append(text)
             log.warning("health: %s", text)
 
+    def on_result(self, trainer) -> dict:
+        # An extra key beside the documented metrics.json ones; the run's summary and the sweep report read it.
+        return {"warnings": list(self.warnings)}
+
     def on_fit_end(self, trainer, result: dict) -> None:
         self.remove_hooks()
-        # An extra key beside DESIGN §5's; the run's summary (runlog) and the sweep report read it.
-        result["warnings"] = list(self.warnings)

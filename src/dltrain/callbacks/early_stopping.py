@@ -21,16 +21,16 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_epoch_end(self, trainer, metrics: dict) -> None:
+    def on_epoch_end(self, trainer, metrics) -> str | None:
         value = metrics[self.monitor]
         if self.improved(value):
             self.best, self.bad_epochs = value, 0
-            return
+            return None
         self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
-            log.info("early stopping: %s has not improved on %.4g for %d epochs", self.monitor, self.best,
-                     self.patience)
-            trainer.state.stop_reason = "early_stopping"
+        if self.bad_epochs < self.patience:
+            return None
+        log.info("early stopping: %s has not improved on %.4g for %d epochs", self.monitor, self.best, self.patience)
+        return "early_stopping"
 
     def state_dict(self) -> dict:
         return {"best": self.best, "bad_epochs": self.bad_epochs}

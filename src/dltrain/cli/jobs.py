@@ -13,7 +13,6 @@ other from its checkpoints/last.pt (starting it afresh when there is none).
 """
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import sys
@@ -26,6 +25,7 @@ from omegaconf import DictConfig
 from dltrain.errors import ConfigError
 from dltrain.errors import Interrupted, one_line
 from dltrain.resume import FINISHED
+from dltrain.runinfo import library_versions, read_metrics, write_metrics
 
 log = logging.getLogger("dltrain")
 
@@ -75,18 +75,10 @@ def objective(result: dict) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def read_metrics(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def record_failure(out: Path, exc: BaseException, trainer, overrides: list[str], cfg: DictConfig,
                    message: str) -> None:
     """metrics.json says failed (with the error) and train.log has the traceback, however early it failed."""
     from dltrain.callbacks.runlog import RunLog
-    from dltrain.runinfo import library_versions
 
     out.mkdir(parents=True, exist_ok=True)
     logged = (trainer is not None and trainer.state.status == "failed"
@@ -106,10 +98,7 @@ def record_failure(out: Path, exc: BaseException, trainer, overrides: list[str],
             metrics.update(epochs=trainer.state.epoch, steps=trainer.state.step)
     metrics["status"] = "failed"
     metrics["error"] = message
-    path = out / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=float))
-    tmp.replace(path)
+    write_metrics(out, metrics)
 
 
 def continue_command(cfg: DictConfig, multirun: bool) -> str:

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules from the config.
+"""Optimizers from the config (their learning-rate schedules: optim/schedules.py).
 
 Parameters are split into two groups: weights (matrices and conv kernels) and the rest (biases, norm
 scales and shifts). Weight decay, L1 and L2 apply to the first group only, as the course (and every
@@ -9,11 +9,8 @@ OPTIMIZER_KEYS and SCHEDULER_KEYS and stripped before instantiating.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from dltrain.instantiate import instantiate_without
@@ -21,9 +18,6 @@ from dltrain.instantiate import instantiate_without
 # single_group: the optimizer takes one param group only (torch.optim.LBFGS), so there is no separate
 # no-decay group and a non-zero weight_decay is refused rather than silently applied to biases.
 OPTIMIZER_KEYS = ("single_group",)
-# interval: step after every optimizer step or every epoch; monitor: the validation metric a plateau
-# schedule watches; total_steps_arg: the argument that receives the run's length, in units of interval.
-SCHEDULER_KEYS = ("interval", "monitor", "total_steps_arg", "snapshots")
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -64,57 +58,6 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     if others:
         groups.append({"params": others, "weight_decay": 0.0, "name": "no_decay"})
     return optimizer_factory(cfg)(groups)
-
-
-@dataclass
-class Schedule:
-    """A torch LR scheduler plus when to step it: after every optimizer step or every epoch."""
-
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
-    interval: str
-    monitor: str | None = None
-
-    def step(self, metrics: dict | None = None) -> None:
-        if self.monitor is None:
-            self.scheduler.step()
-            return
-        if not metrics or self.monitor not in metrics:
-            raise KeyError(f"scheduler.monitor={self.monitor!r} is not among the validation metrics "
-                           f"{sorted(metrics or {})}")
-        self.scheduler.step(float(metrics[self.monitor]))
-
-    def state_dict(self):
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state):
-        self.scheduler.load_state_dict(state)
-
-
-def run_length(cfg: DictConfig, steps_per_epoch: int, interval: str) -> int:
-    """How many times a schedule with this interval will be stepped: epochs, or optimizer steps
-    (`trainer.max_steps` caps the run when positive)."""
-    max_steps = cfg.trainer.get("max_steps", -1) or -1
-    epochs = cfg.trainer.max_epochs
-    if max_steps > 0:
-        epochs = min(epochs, math.ceil(max_steps / steps_per_epoch))
-    if interval == "epoch":
-        return epochs
-    steps = steps_per_epoch * cfg.trainer.max_epochs
-    return min(steps, max_steps) if max_steps > 0 else steps
-
-
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Schedule | None:
-    """None for scheduler=none. `steps_per_epoch` (optimizer steps, i.e. after limit_train_batches and
-    gradient accumulation) lets schedules that span the whole run (cosine, onecycle…) know its length."""
-    # Resolve first: `${optimizer.lr}` and friends point outside the node and would not resolve in a copy.
-    node = OmegaConf.create(OmegaConf.to_container(cfg.scheduler, resolve=True))
-    if node.get("_target_") is None:
-        return None
-    extra = {}
-    if node.get("total_steps_arg"):
-        extra[node.total_steps_arg] = run_length(cfg, steps_per_epoch, node.interval)
-    make = instantiate_without(node, SCHEDULER_KEYS)
-    return Schedule(make(optimizer, **extra), node.interval, node.get("monitor"))
 
 
 def _number(problems: list[str], node: DictConfig, prefix: str, key: str, ok, what: str) -> None:
@@ -175,3 +118,8 @@ def validate_schedule(cfg: DictConfig) -> list[str]:
         if not all(isinstance(m, int) and m >= 1 for m in ms) or ms != sorted(set(ms)):
             p.append(f"scheduler.milestones={ms!r} must be increasing integers ≥ 1")
     return p
+
+
+from dltrain.optim.schedules import Schedule, build_scheduler  # noqa: E402 - the public API's second half
+
+__all__ = ["Schedule", "build_optimizer", "build_scheduler", "optimizer_factory", "split_parameters"]

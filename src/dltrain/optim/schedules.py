@@ -1,15 +1,66 @@
-"""Learning-rate schedules that torch.optim.lr_scheduler lacks.
+"""Learning-rate schedules: the configured torch.optim.lr_scheduler (or one of the two below, which torch
+lacks) and when it is stepped.
 
-Both are closed forms of the step count `t` (`last_epoch`), not recursions on the current lr: the curve
+The two schedules below are closed forms of the step count `t` (`last_epoch`), not recursions on the current lr: the curve
 is exactly the formula in the docstring, and a checkpoint needs nothing beyond `t` to continue it.
 Their `state_dict` holds plain numbers only, so `torch.load(weights_only=True)` reads it back.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from dltrain.instantiate import instantiate_without
+from dltrain.length import RunLength
+
+# interval: step after every optimizer step or every epoch; monitor: the validation metric a plateau
+# schedule watches; total_steps_arg: the argument that receives the run's length, in units of interval.
+SCHEDULER_KEYS = ("interval", "monitor", "total_steps_arg", "snapshots")
+
+
+@dataclass
+class Schedule:
+    """A torch LR scheduler plus when to step it: after every optimizer step or every epoch."""
+
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    interval: str
+    monitor: str | None = None
+
+    def step(self, metrics: dict | None = None) -> None:
+        if self.monitor is None:
+            self.scheduler.step()
+            return
+        if not metrics or self.monitor not in metrics:
+            raise KeyError(f"scheduler.monitor={self.monitor!r} is not among the validation metrics "
+                           f"{sorted(metrics or {})}")
+        self.scheduler.step(float(metrics[self.monitor]))
+
+    def state_dict(self):
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state):
+        self.scheduler.load_state_dict(state)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, length: RunLength | int) -> Schedule | None:
+    """None for scheduler=none. `length` (the run's RunLength, or its optimizer steps per epoch) lets
+    schedules that span the whole run (cosine, onecycle…) know how long it is."""
+    if isinstance(length, int):
+        length = RunLength.of_steps(cfg.trainer, length)
+    # Resolve first: `${optimizer.lr}` and friends point outside the node and would not resolve in a copy.
+    node = OmegaConf.create(OmegaConf.to_container(cfg.scheduler, resolve=True))
+    if node.get("_target_") is None:
+        return None
+    extra = {}
+    if node.get("total_steps_arg"):
+        extra[node.total_steps_arg] = length.schedule_length(node.interval)
+    make = instantiate_without(node, SCHEDULER_KEYS)
+    return Schedule(make(optimizer, **extra), node.interval, node.get("monitor"))
 
 
 class InverseTimeLR(LRScheduler):

@@ -27,7 +27,14 @@ def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300, 
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of a run's event files as [(step, value), ...]."""
+    """Every scalar tag a run logged, from its metrics.csv, as [(step, value), ...]."""
+    from dltrain.callbacks.csvlog import read_csv
+
+    return read_csv(Path(run_dir) / "metrics.csv")
+
+
+def read_events(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a run's TensorBoard event files, as TensorBoard itself reads them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

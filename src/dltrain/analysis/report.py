@@ -6,7 +6,7 @@
 A job directory is any folder under the sweep with `.hydra/overrides.yaml`; its result is its
 `metrics.json` (a job without one counts as `failed`: it stopped before the trainer could write it). The
 *swept keys* are the override keys whose values differ between jobs. Runs that differ only in `seed` form
-one group, reported as mean ± std over the seeds. Curves come from each job's TensorBoard event file.
+one group, reported as mean ± std over the seeds. Curves come from each job's metrics.csv.
 
 Files written into the sweep directory:
 - `summary.md`   groups ranked by best val/acc, failed/diverged runs, health warnings, the best Optuna trial
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltrain import tb_crc
+from dltrain.callbacks.csvlog import read_csv
 
 log = logging.getLogger("dltrain")
 
@@ -257,34 +257,12 @@ def write_csv(path: Path, table: list[dict]) -> None:
 
 
 def read_curves(run_dir: Path, tags=("val/acc", "train/loss")) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value)]} of `tags` from a run's event files, in the order they were written.
-
-    TensorBoard's EventAccumulator would keep every tag and compress every histogram of the run (diagnostics
-    included), ~5x the time of reading the records and keeping two tags. What it does about restarts is kept:
-    a resumed run's writer marks where it restarts (a SessionLog START at its purge step), and a step that
-    goes back replaces what that tag had logged from there on, so a step is never shown twice."""
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-
-    tb_crc.install()  # every record's checksum is verified: in C, most of the read time otherwise
-    curves: dict[str, list[tuple[int, float]]] = {tag: [] for tag in tags}
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):  # named by creation time
-        for record in RawEventFileLoader(str(path)).Load():
-            event = Event.FromString(record)
-            if event.session_log.status == SessionLog.START:
-                for points in curves.values():
-                    _drop_from(points, event.step)
-            for value in event.summary.value:
-                points = curves.get(value.tag)
-                if points is not None:
-                    _drop_from(points, event.step)
-                    points.append((event.step, value.simple_value))
-    return {tag: points for tag, points in curves.items() if points}
-
-
-def _drop_from(points: list[tuple[int, float]], step: int) -> None:
-    while points and points[-1][0] >= step:
-        points.pop()
+    """{tag: [(step, value)]} of `tags` from a run's metrics.csv (a resumed run's rows are its own: the
+    CSV logger cut the file back to its checkpoint), {} for a run without one."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return {}
+    return {tag: points for tag, points in read_csv(path).items() if tag in tags}
 
 
 def _smooth(values: list[float], n: int) -> list[float]:

@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from dltrain.callbacks.base import Callback
 from dltrain.callbacks.checkpoint import Checkpoint
+from dltrain.callbacks.csvlog import MetricsCSV
 from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
@@ -24,6 +25,7 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
         callbacks.append(EMA())
     if main:
         callbacks.append(RunLog())
+        callbacks.append(MetricsCSV())  # every scalar, whatever the logger
         logger = instantiate_without(cfg.logger)
         if logger is not None:
             callbacks.append(logger())

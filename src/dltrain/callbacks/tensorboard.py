@@ -6,10 +6,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from dltrain import tb_crc
 from dltrain.callbacks.base import Callback
-
-tb_crc.install()  # every event this writes is checksummed; in C, not in TensorBoard's Python loop
 
 # The final metrics shown beside the hyper-parameters in TensorBoard's HParams tab.
 HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "best/val_acc")

@@ -132,3 +132,25 @@ def test_snapshot_ensemble_saves_one_model_per_cycle_and_averages_logits(fast_cf
     x = torch.randn(5, 1, 28, 28)
     expected = sum(m(x) for m in members) / 3
     torch.testing.assert_close(Ensemble(members)(x), expected)
+
+
+def test_early_stopping_counts_validations_without_improvement():
+    """EarlyStopping's verdict, epoch by epoch: `patience` validations without improvement stop the run; an
+    epoch that did not validate (no monitor in its metrics) neither counts nor resets."""
+    from dltrain.callbacks.early_stopping import EarlyStopping
+
+    stop = EarlyStopping(patience=2, monitor="val/loss", mode="min")
+    verdicts = [stop.on_epoch_end(None, m) for m in
+                ({"val/loss": 1.0}, {"val/loss": 0.9}, {"val/loss": 0.95}, {"time/epoch_s": 1.0}, {"val/loss": 0.91})]
+    assert verdicts == [None, None, None, None, "early_stopping"]
+    assert (stop.best, stop.bad_epochs) == (0.9, 2)
+
+
+def test_early_stopping_ends_a_run_as_stopped_early(fast_cfg, tmp_path):
+    # mode=max on val/loss, which falls every epoch here: no improvement after the first, stop after epoch 2
+    cfg = fast_cfg("regularizer=early_stopping", "regularizer.early_stopping.patience=1",
+                   "regularizer.early_stopping.mode=max", "trainer.max_epochs=5", "trainer.limit_train_batches=5",
+                   output_dir=tmp_path)
+    result = Trainer(cfg).fit()
+    assert (result["status"], result["epochs"]) == ("stopped_early", 2)
+    assert result["test"]  # a run that stopped early is still tested

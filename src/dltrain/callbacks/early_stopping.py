@@ -1,4 +1,4 @@
-"""Early stopping: stop when `monitor` has not improved for `patience` epochs."""
+"""Early stopping: stop when `monitor` has not improved for `patience` validations (epochs, by default)."""
 from __future__ import annotations
 
 import logging
@@ -22,6 +22,8 @@ class EarlyStopping(Callback):
         return value > self.best + self.min_delta
 
     def on_epoch_end(self, trainer, metrics) -> str | None:
+        if self.monitor not in metrics:  # an epoch without validation (trainer.val_every_n_epochs): no verdict
+            return None
         value = metrics[self.monitor]
         if self.improved(value):
             self.best, self.bad_epochs = value, 0

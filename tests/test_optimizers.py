@@ -16,7 +16,13 @@ from omegaconf import open_dict
 from torch import nn
 
 from dltrain.config import compose_config, config_dir
-from dltrain.optim import build_optimizer, optimizer_factory, split_parameters, validate_optimizer
+from dltrain.optim import build_optimizer, optimizer_factory, split_parameters
+from dltrain.validation import validate
+
+
+def optimizer_problems(cfg) -> list[str]:
+    """What validation says of cfg.optimizer: dltrain's own rules and torch's checks when it builds it."""
+    return [p for p in validate(cfg) if p.startswith("optimizer")]
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "lbfgs"]
 
@@ -156,7 +162,7 @@ def test_configs_set_the_defining_hyperparameters():
     assert o["lbfgs"].lr == 1 and o["lbfgs"].line_search_fn == "strong_wolfe" and o["lbfgs"].single_group
     for name, node in o.items():
         assert node.lr > 0, name
-        assert validate_optimizer(compose(f"optimizer={name}")) == [], name
+        assert optimizer_problems(compose(f"optimizer={name}")) == [], name
         # The factory (dltrain's own keys stripped) takes a plain parameter list, as memory estimates use it.
         assert optimizer_factory(compose(f"optimizer={name}"))([nn.Parameter(torch.ones(2))]).param_groups
 
@@ -206,7 +212,7 @@ def test_lbfgs_refuses_weight_decay_it_cannot_confine_to_weights():
         cfg.optimizer.weight_decay = 0.01
     with pytest.raises(ValueError, match="single param group"):
         build_optimizer(cfg, Quadratic())
-    assert any("optimizer.weight_decay" in p for p in validate_optimizer(cfg))
+    assert any("optimizer.weight_decay" in p for p in optimizer_problems(cfg))
     cfg.optimizer.weight_decay = 0.0  # an explicit zero is harmless and accepted
     assert isinstance(build_optimizer(cfg, Quadratic()), torch.optim.LBFGS)
 
@@ -244,14 +250,28 @@ def test_param_groups_decay_weights_only(name):
     assert {id(p) for p in weights} == {id(named[n]) for n in decayed}
 
 
-def test_validate_optimizer_reports_every_problem():
+def test_validation_builds_the_optimizer_and_names_the_key_torch_refuses():
+    """Torch's own checks, by building the optimizer (the first one it finds), each naming the key; and
+    dltrain's rules for what torch accepts but should not (eps = 0: a zero denominator; momentum ≥ 1)."""
     cfg = compose("optimizer=adam")
     cfg.optimizer.betas = [0.9, 1.5]
+    problems = optimizer_problems(cfg)
+    assert len(problems) == 1 and problems[0].startswith("optimizer.betas=[0.9, 1.5]: torch.optim.Adam refuses it")
+    cfg = compose("optimizer=adam")
     cfg.optimizer.weight_decay = -1.0
+    assert [p.split(":")[0] for p in optimizer_problems(cfg)] == ["optimizer.weight_decay=-1.0"]
     cfg.optimizer.eps = 0.0
-    problems = validate_optimizer(cfg)
-    assert len(problems) == 3
-    assert any("optimizer.betas" in p for p in problems) and any("optimizer.eps" in p for p in problems)
+    cfg.optimizer.betas = 0.9
+    problems = optimizer_problems(cfg)
+    assert any(p.startswith("optimizer.eps=0.0 must be > 0") for p in problems), problems
+    assert any(p.startswith("optimizer.betas=0.9 must be two numbers") for p in problems), problems
+    cfg = compose("optimizer=momentum")
+    cfg.optimizer.momentum = 1.5
+    assert optimizer_problems(cfg) == ["optimizer.momentum=1.5 must be below 1 (momentum ≥ 1 never forgets a gradient)"]
     cfg = compose("optimizer=nesterov")
     cfg.optimizer.momentum = 0.0
-    assert any("nesterov" in p for p in validate_optimizer(cfg))
+    assert any("Nesterov" in p for p in optimizer_problems(cfg))
+    cfg = compose("optimizer=adam")
+    with open_dict(cfg.optimizer):
+        cfg.optimizer.betaz = [0.9, 0.99]  # an argument Adam does not take: never silently dropped
+    assert any("betaz" in p for p in optimizer_problems(cfg))

@@ -18,7 +18,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dltrain.config import compose_config, config_dir
-from dltrain.optim import Schedule, build_optimizer, build_scheduler, validate_schedule
+from dltrain.optim import Schedule, build_optimizer, build_scheduler
+from dltrain.validation import validate
+
+
+def validate_schedule(cfg) -> list[str]:
+    """What validation says of cfg.scheduler: dltrain's own rules and torch's checks when it builds it."""
+    return [p for p in validate(cfg) if p.startswith("scheduler")]
 
 SCHEDULERS = ["none", "step", "multistep", "exponential", "inverse_time", "cosine", "warmup_cosine",
               "onecycle", "plateau",
@@ -171,11 +177,13 @@ def test_validate_schedule_reports_every_problem():
     cfg = compose("plateau")
     cfg.scheduler.interval = "step"
     cfg.scheduler.monitor = "loss"
-    cfg.scheduler.factor = 1.5
+    cfg.scheduler.factor = 1.5  # torch's ReduceLROnPlateau refuses it when validation builds the schedule
     problems = validate_schedule(cfg)
     assert len(problems) == 3, problems
     assert any("scheduler.interval" in p and "epoch" in p for p in problems)
     assert any("scheduler.monitor" in p for p in problems) and any("scheduler.factor" in p for p in problems)
+    cfg = compose("step", **{"scheduler.gamma": -0.5})  # torch's StepLR takes it: dltrain's rule refuses it
+    assert validate_schedule(cfg) == ["scheduler.gamma=-0.5 must be > 0"]
     cfg = compose("multistep", **{"scheduler.milestones": [5, 2]})
     assert any("scheduler.milestones" in p for p in validate_schedule(cfg))
     cfg = compose("warmup_cosine", **{"scheduler.warmup": 1.5})

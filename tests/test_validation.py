@@ -125,69 +125,42 @@ def test_the_real_entry_point_reports_every_mistake_without_traceback(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("lines", [
-    ["seed=3", "trainer.max_epochs=4"],
-    ["optimizer=adam", "optimizer.lr=0.01", "+model.extra=1", "~augment.rotation", "init=he"],
-    ["regularizer=[l2,dropout]", "regularizer.l2=0.001", "hydra.sweep.dir=/tmp/x", "+launcher=submitit_local"],
-    ["data.batch_size=64", "resume=null", "+experiment=speedrun"],
-])
-def test_preflight_job_config_equals_hydras_composition(lines):
-    """The preflight composes once per choice of groups and applies each job's values itself: the result
-    must be the config Hydra composes for that job, job directory name included."""
-    from omegaconf import OmegaConf
+def test_a_command_line_is_validated_once_per_job(tmp_path, monkeypatch):
+    """The check before Hydra validates each job once (the meta-device build included); the jobs themselves,
+    given the same configs by Hydra, do not validate again: one run → 1, a 3-job sweep → 3."""
+    import sys
 
-    from dltrain.cli.commandline import CommandLine
+    from dltrain import validation
+    from dltrain.cli import commandline, main
 
-    command = CommandLine(lines, multirun=True)
-    ours = command.job_config(lines)
-    assert ours is not None, command.problems
-    hydras = command.compose(lines)
-    assert OmegaConf.to_container(ours.hydra.job) == OmegaConf.to_container(hydras.hydra.job)
-    assert list(ours.hydra.overrides.task) == list(hydras.hydra.overrides.task) == [
-        line for line in lines if not line.startswith("hydra.")]
-    without_hydra = [{k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
-                     for cfg in (ours, hydras)]
-    assert without_hydra[0] == without_hydra[1]
-
-
-def test_preflight_records_each_job_as_hydras_sweeper_lists_it():
-    """The sweeper skips re-composing exactly the jobs recorded here, so the records must be Hydra's own
-    per-job override lists (values re-serialised: false → False)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from dltrain.cli import commandline as preflight
-
-    lines = ["seed=0,1", "optimizer=sgd,adam", "trainer.progress_bar=false", "hydra.sweep.dir=/tmp/unused"]
-    preflight.COMPOSED_JOBS.clear()
-    preflight.CommandLine(lines, multirun=True).check()
-    task = [o for o in OverridesParser.create().parse_overrides(lines) if not o.is_hydra_override()]
-    hydras_jobs = {frozenset(job) for batch in BasicSweeper.split_arguments(task, None) for job in batch}
-    assert len(hydras_jobs) == 4
-    assert preflight.COMPOSED_JOBS == hydras_jobs
+    builds = []
+    real = validation.build_problems
+    monkeypatch.setattr(validation, "build_problems", lambda cfg: builds.append(1) or real(cfg))
+    monkeypatch.delenv(commandline.VALIDATED_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    fast = ["data=synthetic", "model.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.progress_bar=false", "logger=none", "trainer.diagnostics_every_n_steps=0"]
+    for argv, jobs in ((["train.py", *fast, "hydra.run.dir=one"], 1),
+                       (["train.py", "-m", "seed=0,1,2", *fast, "hydra.sweep.dir=sweep"], 3)):
+        builds.clear()
+        monkeypatch.setattr(sys, "argv", argv)
+        main()
+        assert len(builds) == jobs, argv
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 3
 
 
-def test_the_sweeper_validates_only_the_jobs_the_preflight_did_not_compose(monkeypatch):
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as HydraBasicSweeper
-    from hydra_plugins.dltrain_search.basic import BasicSweeper
+def test_no_private_hydra_api_in_the_package():
+    from tests.conftest import ROOT
 
-    from dltrain.cli import commandline as preflight
-
-    validated = []
-    monkeypatch.setattr(HydraBasicSweeper, "validate_batch_is_legal", lambda self, batch: validated.append(batch))
-    monkeypatch.setattr(preflight, "COMPOSED_JOBS", {frozenset(["seed=0", "optimizer=sgd"])})
-    sweeper = BasicSweeper(max_batch_size=None)
-    sweeper.validate_batch_is_legal([["optimizer=sgd", "seed=0"]])
-    assert validated == []
-    sweeper.validate_batch_is_legal([["optimizer=sgd", "seed=0"], ["optimizer=adam", "seed=0"]])
-    assert validated == [[["optimizer=adam", "seed=0"]]]
+    users = [str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*.py") if "hydra._internal" in p.read_text()]
+    assert users == []
 
 
 def test_a_bad_option_in_a_presets_sweep_params_stops_the_sweep_before_any_job(tmp_path):
-    """Jobs from hydra.sweeper.params are not on the command line the preflight reads: Hydra's own
-    validation of the batch still composes them before the first job starts."""
+    """Jobs from hydra.sweeper.params (an experiment preset's sweep) are expanded and checked like the
+    command line's own, before the first job starts."""
     proc = run_cli(["-m", "hydra.sweeper.params.optimizer=sgd,adamm", "data=synthetic", "trainer.max_epochs=1"],
                    cwd=tmp_path, check=False, env=ONE_THREAD)
-    assert proc.returncode != 0
-    assert "adamm" in proc.stderr and "sgd" in proc.stderr
+    assert proc.returncode == 2
+    assert "optimizer=adamm: no such option" in proc.stderr and "sgd" in proc.stderr
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("train.log"))

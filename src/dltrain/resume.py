@@ -22,19 +22,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dltrain import schema
 from dltrain.checkpoint import load, restore
 from dltrain.errors import ConfigError
 from dltrain.runinfo import library_versions
 
 log = logging.getLogger("dltrain")
 
-SAFE_TO_CHANGE = (
-    "trainer.max_epochs", "trainer.max_steps",            # train for longer (or less)
-    "trainer.checkpoint_every_n_steps",                    # when last.pt is written
-    "trainer.log_every_n_steps", "trainer.diagnostics_every_n_steps", "trainer.progress_bar",  # what is shown
-    "paths.*", "data.root",                                # where things are: a moved checkout or data set
-    "resume", "name",                                      # bookkeeping
-)
+# Keys that change how long the run goes, what it prints and where files are, never what a step computes:
+# the schema's fields marked safe (schema.py).
+SAFE_TO_CHANGE = tuple(schema.resume_safe_keys())
 # resume=auto does not rerun these; interrupted, failed or missing runs are (re)started.
 FINISHED = ("completed", "stopped_early", "diverged")
 

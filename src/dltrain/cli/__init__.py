@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain.cli import launch
+from dltrain.cli.commandline import already_validated, check_command_line
 from dltrain.config import ConfigError, check, config_dir
 
 launch.register_resolvers()  # ${dltrain.gpu_count:}, ${dltrain.job_gpu:}…: the launcher presets' GPU per job
@@ -24,7 +25,8 @@ def run(cfg: DictConfig) -> float | None:
     cfg.name = hydra_cfg.job.override_dirname or "default"
     OmegaConf.set_struct(cfg, True)
     try:
-        check(cfg)
+        if not already_validated(cfg):  # a job the command-line check did not see (a search's trial…)
+            check(cfg)
     except ConfigError as e:
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
@@ -39,7 +41,6 @@ def main() -> None:
 
     from dltrain.distributed import env_rank
     from dltrain.cli.sweep_end import FAILED_JOBS
-    from dltrain.cli.commandline import check_command_line
 
     # Every mistake on the command line, reported together, before any data is loaded or directory made;
     # resume=<run dir> becomes that run's own overrides plus hydra.run.dir=<run dir>.

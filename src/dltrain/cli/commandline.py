@@ -1,9 +1,11 @@
 """The command line, checked before Hydra runs it: before any data is loaded and before a run directory exists.
 
-`check_command_line(sys.argv)` parses the overrides the way Hydra will, composes the config (every
-combination of a `-m` sweep, or each swept value when there are too many combinations), runs
-`config.validate`, checks that the output directory can be created and is not another run's, and handles
-`resume`. Every mistake is collected; if there is any, it prints
+`check_command_line(sys.argv)` parses the overrides with Hydra's public override parser, composes every job
+with Hydra's public `compose` (every combination of a `-m` sweep, with the preset's `hydra.sweeper.params`,
+or each swept value when there are too many combinations), validates each once (validation.py), checks that
+the output directory can be created and is not another run's, and handles `resume`. Each validated job's
+config digest goes into the environment (`DLTRAIN_VALIDATED`), so the job itself, in this process or in a
+launcher's worker, does not validate it again. Every mistake is collected; if there is any, it prints
 
     dltrain: invalid config:
       - optimizer=adamm: no such option for optimizer; options: adadelta, adagrad, adam, …
@@ -16,9 +18,10 @@ directory. `--help`, `--hydra-help`, `--cfg`, `--info` and `--shell-completion` 
 """
 from __future__ import annotations
 
-import copy
 import difflib
+import hashlib
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -26,35 +29,70 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dltrain.config import ConfigError, config_dir, validate
+from dltrain.config import ConfigError, config_dir
+from dltrain.validation import composition_problem, validate
 
 MAX_COMBINATIONS = 64          # more than this: each swept value is checked with the others at their first
 RUN_FILES = ("metrics.json", "train.log", "checkpoints")   # a directory holding any of these holds a run
-PASS_THROUGH = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
+# Flags after which Hydra does something else than run the jobs (print, complete, use another config tree):
+# the line goes to Hydra unchecked.
+PASS_THROUGH = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc",
+                "--shell-completion", "--experimental-rerun", "-cp", "--config-path", "-cd", "--config-dir",
+                "-p", "--package", "--resolve"}
+VALIDATED_ENV = "DLTRAIN_VALIDATED"
 _MISSING = object()
-# The task overrides of every job composed and checked here, as Hydra's sweeper lists them: its validation of
-# a batch skips these (hydra_plugins/dltrain_search/basic.py).
-COMPOSED_JOBS: set[frozenset[str]] = set()
-BASIC_SWEEPER = "hydra_plugins.dltrain_search.basic.BasicSweeper"
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], bool, str, bool]:
+    """(overrides, -m given, config name, pass through) of Hydra's command line. Besides the flags above,
+    Hydra's only flags are -m/--multirun and -cn/--config-name NAME; every other word is an override."""
+    overrides, multirun, config_name, passing = [], False, "train", False
+    words = iter(argv[1:])
+    for word in words:
+        flag, _, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if flag in PASS_THROUGH:
+            passing = True
+        elif flag in ("-m", "--multirun"):
+            multirun = True
+        elif flag in ("-cn", "--config-name"):
+            config_name = value or next(words, "train")
+        elif not word.startswith("-"):
+            overrides.append(word)
+    return overrides, multirun, config_name, passing
 
 
 def check_command_line(argv: list[str]) -> list[str]:
     """Validate argv (sys.argv: program name first); return the argv for Hydra, or exit 2 listing problems."""
-    from hydra._internal.utils import get_args_parser
-
-    args = get_args_parser().parse_args(argv[1:])
-    if any(getattr(args, name, None) for name in PASS_THROUGH) or args.config_path or args.config_dir:
+    overrides, multirun, config_name, passing = split_argv(argv)
+    if passing:
         return argv
     try:
-        new_overrides = CommandLine(args.overrides, args.multirun, args.config_name or "train").check()
+        new_overrides = CommandLine(overrides, multirun, config_name).check()
     except ConfigError as e:
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
     if new_overrides is None:
         return argv
-    given = set(args.overrides)
+    given = set(overrides)
     flags = [a for a in argv[1:] if a not in given]
     return [argv[0], *flags, *new_overrides]
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A job's config as its trainer sees it (without the hydra node and the per-job run dir and name)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    plain.get("paths", {}).pop("output_dir", None)
+    plain.pop("name", None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def already_validated(cfg: DictConfig) -> bool:
+    """Whether the command-line check validated this job's config (in this process or the launching one)."""
+    try:
+        return config_digest(cfg) in os.environ.get(VALIDATED_ENV, "").split(",")
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve: let validation say so
+        return False
 
 
 def _env_rank() -> int:
@@ -68,7 +106,7 @@ class CommandLine:
         self.config_name = config_name
         self.root = config_dir()
         self.problems: list[str] = []
-        self._bases: dict[tuple, DictConfig | None] = {}
+        self.validated: list[str] = []   # digests of the jobs validated here
 
     # -- the whole check --------------------------------------------------------------------------------
     def check(self) -> list[str] | None:
@@ -89,6 +127,8 @@ class CommandLine:
             self.check_one(combination, resume)
         if self.problems:
             raise ConfigError(list(dict.fromkeys(self.problems)))  # the same mistake once, in order
+        known = [d for d in os.environ.get(VALIDATED_ENV, "").split(",") if d]
+        os.environ[VALIDATED_ENV] = ",".join(dict.fromkeys(known + self.validated))
         if rewritten is not None:
             self.keep_hydra_history(Path(self.resume_dir))
         elif resume == "auto":
@@ -121,7 +161,10 @@ class CommandLine:
         """Lists of concrete (non-sweep) override lines to compose, one list per job to check.
 
         With -m the lines are written as Hydra's basic sweeper writes them, which is how each job directory
-        gets its name: one value per key (the last one given) and values re-serialised (false → False)."""
+        gets its name: the preset's `hydra.sweeper.params` first, then the command line's, one value per key
+        (the last one given) and values re-serialised (false → False)."""
+        if self.multirun:
+            parsed = self.sweeper_params(parsed) + parsed
         hydra_lines, entries = [], {}  # key → [line] or the lines of its swept values
         for i, o in enumerate(parsed):
             if o.is_hydra_override():
@@ -154,6 +197,17 @@ class CommandLine:
                 combos.append(firsts[:i] + [value] + firsts[i + 1:] + hydra_lines)
         return combos
 
+    def sweeper_params(self, parsed) -> list:
+        """`hydra.sweeper.params` of the config the command line composes (an experiment preset's sweep), as
+        parsed overrides; the basic sweeper puts them before the command line's."""
+        lines = [o.input_line for o in parsed if not o.is_sweep_override()]
+        try:
+            cfg = self.compose_or_raise(lines)
+        except Exception:  # noqa: BLE001 - the jobs' own composition reports it
+            return []
+        params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+        return self.parse([f"{k}={v}" for k, v in params.items()]) or []
+
     # -- one job --------------------------------------------------------------------------------------
     def check_one(self, lines: list[str], resume) -> None:
         cfg = self.job_config(lines)
@@ -163,65 +217,58 @@ class CommandLine:
         dirs = self.output_dirs(cfg)  # before the hydra node is taken out: its interpolations need the root
         with open_dict(cfg):
             cfg.pop("hydra")
-        self.problems.extend(validate(cfg))
+        problems = validate(cfg)
+        self.problems.extend(problems)
+        if not problems:
+            self.validated.append(config_digest(cfg))
         if _env_rank() == 0 and dirs is not None:
             self.check_output_dir(*dirs, cfg, resume)
 
     def check_sweeper(self, cfg: DictConfig) -> None:
-        """train.yaml names dltrain's basic sweeper as the target; another sweeper chosen on the command line
-        keeps that target and would be built with arguments it does not take."""
-        chosen = cfg.hydra.runtime.choices.get("hydra/sweeper")
-        if chosen != "basic" and cfg.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
+        """A search runs through hparams_search, which sets its sweeper up for dltrain; a sweeper chosen
+        directly would run without it."""
+        choices = cfg.hydra.runtime.choices
+        chosen = choices.get("hydra/sweeper")
+        if chosen != "basic" and choices.get("hparams_search") is None:
             options = ", ".join(self.options("hparams_search"))
             self.problems.append(f"hydra/sweeper={chosen}: choose a search with hparams_search=<{options}> "
                                  f"(configs/hparams_search), which sets its sweeper up for dltrain")
 
     def job_config(self, lines: list[str]) -> DictConfig | None:
-        """The config Hydra will compose for one job (hydra node included), or None after noting why not."""
+        """The config Hydra will compose for one job (hydra node included). When it does not compose, the
+        mistakes are noted and the config of what is sound is returned, so that its values are checked too."""
+        try:
+            return self.compose_or_raise(lines)
+        except Exception as e:  # noqa: BLE001 - find out, override by override, what is wrong
+            return self.diagnose(lines, e)
+
+    def diagnose(self, lines: list[str], error: BaseException) -> DictConfig | None:
+        """Every mistake among `lines`, which do not compose: unknown options and keys, then each value that
+        cannot be applied on its own (a wrong type); Hydra's own error when none of them is to blame."""
         parsed = self.parse(lines)
         if parsed is None:
             return None
-        groups, values, hydra_lines, task = [], [], [], []
-        for o in parsed:
-            if o.is_hydra_override():
-                hydra_lines.append(o.input_line)
-            elif self.is_group(o.key_or_group):
-                if self.check_group(o):
-                    groups.append(o.input_line)
-                    task.append(o)
-            else:
-                values.append(o)
-        key = tuple(groups + hydra_lines)  # a sweep over values composes the same base for every job
-        if key not in self._bases:
-            self._bases[key] = self.compose(list(key))
-        base = self._bases[key]
-        if base is None:
-            return None
-        good_values = [o for o in values if self.check_key(o, base)]
-        kept = {id(o) for o in task + good_values}
-        cfg = self.apply_values(base, good_values, [o for o in parsed if id(o) in kept])
-        if cfg is not None and self.multirun:
-            COMPOSED_JOBS.add(frozenset(o.input_line for o in parsed if not o.is_hydra_override()))
-        return cfg
-
-    def apply_values(self, base: DictConfig, values: list, task: list) -> DictConfig | None:
-        """The job's config: `base` (composed from its group and hydra overrides) with its value overrides
-        applied as Hydra applies them after composing the defaults, and the task overrides and job directory
-        name set as Hydra sets them. A sweep over values composes once instead of once per job: each
-        composition reads and merges every YAML file of the defaults list (~0.1 s)."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-
-        cfg = copy.deepcopy(base)
+        found = len(self.problems)
+        groups = [o.input_line for o in parsed
+                  if o.is_hydra_override() or (self.is_group(o.key_or_group) and self.check_group(o))]
+        values = [o for o in parsed if not o.is_hydra_override() and not self.is_group(o.key_or_group)]
         try:
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        except Exception as e:  # noqa: BLE001 - Hydra's messages name the override
-            self.problems.append(_hydra_message(e))
+            base = self.compose_or_raise(groups)
+        except Exception as e:  # noqa: BLE001
+            self.problems.append(composition_problem(e))
             return None
-        naming = cfg.hydra.job.config.override_dirname
-        cfg.hydra.overrides.task = [o.input_line for o in task]
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=task, kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=naming.exclude_keys)
-        return cfg
+        good = []
+        for o in values:
+            if self.check_key(o, base):
+                try:
+                    self.compose_or_raise([*groups, o.input_line])
+                    good.append(o.input_line)
+                except Exception as e:  # noqa: BLE001
+                    self.problems.append(_named(o.input_line, composition_problem(e)))
+        if len(self.problems) == found:
+            self.problems.append(composition_problem(error))
+            return None
+        return self.compose([*groups, *good])
 
     def is_group(self, key: str) -> bool:
         return (self.root / key).is_dir()
@@ -299,14 +346,18 @@ class CommandLine:
         hint = f" (did you mean {parent}.{close[0]}?)" if close else ""
         return f"{line}: {parent} has no key {name}{hint}; its keys: {', '.join(keys)}"
 
-    def compose(self, lines: list[str]) -> DictConfig | None:
+    def compose_or_raise(self, lines: list[str]) -> DictConfig:
+        """The config Hydra composes for these overrides, hydra node included (Hydra's public compose)."""
         from hydra import compose, initialize_config_dir
 
+        with initialize_config_dir(config_dir=str(self.root), version_base="1.3", job_name="train"):
+            return compose(config_name=self.config_name, overrides=lines, return_hydra_config=True)
+
+    def compose(self, lines: list[str]) -> DictConfig | None:
         try:
-            with initialize_config_dir(config_dir=str(self.root), version_base="1.3", job_name="train"):
-                return compose(config_name=self.config_name, overrides=lines, return_hydra_config=True)
+            return self.compose_or_raise(lines)
         except Exception as e:  # noqa: BLE001 - Hydra's composition errors name the override
-            self.problems.append(_hydra_message(e))
+            self.problems.append(composition_problem(e))
             return None
 
     # -- output directories -----------------------------------------------------------------------------
@@ -340,7 +391,8 @@ class CommandLine:
                                  f"or choose another {key}")
 
     def check_auto_resume(self, job: Path, cfg: DictConfig) -> None:
-        from dltrain.resume import FINISHED, checkpoint_path, load, unsafe_changes
+        from dltrain.checkpoint import load
+        from dltrain.resume import FINISHED, checkpoint_path, unsafe_changes
 
         if (job / ".hydra").is_dir():  # Hydra will rewrite it, skipped or not
             self.auto_jobs = getattr(self, "auto_jobs", []) + [job]
@@ -361,7 +413,8 @@ class CommandLine:
     def resume_overrides(self, parsed, resume: str) -> list[str] | None:
         """The run's own overrides, then the new ones (a key given again replaces the old value), then
         hydra.run.dir=<the run's dir>. None (with problems) if the resume cannot work."""
-        from dltrain.resume import checkpoint_path, load, resume_problem, run_dir_of
+        from dltrain.checkpoint import load
+        from dltrain.resume import checkpoint_path, resume_problem, run_dir_of
 
         if self.multirun:
             self.problems.append(f"resume={resume} continues one run; to continue a sweep use "
@@ -397,7 +450,8 @@ class CommandLine:
         return out
 
     def check_resume_config(self, lines: list[str], path: Path) -> None:
-        from dltrain.resume import load, mismatch_error, unsafe_changes
+        from dltrain.checkpoint import load
+        from dltrain.resume import mismatch_error, unsafe_changes
 
         cfg = self.compose([line for line in lines if not line.startswith("hydra.")])
         if cfg is None:
@@ -432,16 +486,10 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _hydra_message(e: BaseException) -> str:
-    """Hydra's error, without its search-path listing and OmegaConf's full_key/object_type lines."""
-    lines = []
-    for line in str(e).strip().splitlines():
-        if line.startswith(("Config search path", "\tprovider=", "    full_key", "    object_type")):
-            break
-        if line.strip():
-            lines.append(line.strip())
-    text = " ".join(lines).replace("Available options in", "; options in").replace(": \t", ": ")
-    return text.replace("In 'train': ", "")
+def _named(line: str, problem: str) -> str:
+    """A problem line that names the override it comes from, once."""
+    key = line.split("=", 1)[0].lstrip("+~")
+    return problem if problem.startswith(key) else f"{line}: {problem}"
 
 
 def _show(value) -> str:

@@ -60,66 +60,6 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     return optimizer_factory(cfg)(groups)
 
 
-def _number(problems: list[str], node: DictConfig, prefix: str, key: str, ok, what: str) -> None:
-    value = node.get(key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        problems.append(f"{prefix}.{key}={value!r} must be {what}")
-
-
-def validate_optimizer(cfg: DictConfig) -> list[str]:
-    """Problems with cfg.optimizer that torch would only report (or silently accept) at build time."""
-    p: list[str] = []
-    node = cfg.optimizer
-    _number(p, node, "optimizer", "weight_decay", lambda v: v >= 0, "≥ 0")
-    _number(p, node, "optimizer", "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
-    for key in ("alpha", "rho"):
-        _number(p, node, "optimizer", key, lambda v: 0 < v < 1, "in (0, 1)")
-    _number(p, node, "optimizer", "eps", lambda v: v > 0, "> 0")
-    betas = node.get("betas")
-    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
-        p.append(f"optimizer.betas={list(betas)!r} must be two numbers in [0, 1)")
-    if node.get("nesterov") and not node.get("momentum"):
-        p.append("optimizer.nesterov=true needs optimizer.momentum > 0")
-    if node.get("single_group") and node.get("weight_decay"):
-        p.append(f"optimizer.weight_decay={node.weight_decay!r}: {node._target_} takes one param group, "
-                 "so decay would hit biases and norm params too; use regularizer.l2 instead")
-    return p
-
-
-def validate_schedule(cfg: DictConfig) -> list[str]:
-    """Problems with cfg.scheduler (scheduler.interval's own choice is checked in config.validate)."""
-    p: list[str] = []
-    node = cfg.scheduler
-    if node.get("_target_") is None:
-        return p
-    monitor = node.get("monitor")
-    if monitor is not None:
-        # Validation metrics exist once per epoch; stepping a plateau schedule per batch has nothing to read.
-        if node.get("interval") != "epoch":
-            p.append(f"scheduler.interval={node.get('interval')!r}: a schedule that watches "
-                     f"scheduler.monitor={monitor!r} must use interval=epoch")
-        if not str(monitor).startswith("val/"):
-            p.append(f"scheduler.monitor={monitor!r} must name a validation metric such as 'val/loss'")
-    if node.get("mode") is not None and node.mode not in ("min", "max"):
-        p.append(f"scheduler.mode={node.mode!r} is not one of ['min', 'max']")
-    _number(p, node, "scheduler", "gamma", lambda v: v > 0, "> 0")
-    _number(p, node, "scheduler", "step_size", lambda v: v >= 1 and v == int(v), "an integer ≥ 1")
-    _number(p, node, "scheduler", "decay", lambda v: v >= 0, "≥ 0")
-    _number(p, node, "scheduler", "warmup", lambda v: 0 <= v < 1, "a fraction of the run in [0, 1)")
-    _number(p, node, "scheduler", "pct_start", lambda v: 0 < v < 1, "in (0, 1)")
-    _number(p, node, "scheduler", "factor", lambda v: 0 < v < 1, "in (0, 1)")
-    _number(p, node, "scheduler", "patience", lambda v: v >= 0 and v == int(v), "an integer ≥ 0")
-    _number(p, node, "scheduler", "eta_min", lambda v: v >= 0, "≥ 0")
-    milestones = node.get("milestones")
-    if milestones is not None:
-        ms = list(milestones)
-        if not all(isinstance(m, int) and m >= 1 for m in ms) or ms != sorted(set(ms)):
-            p.append(f"scheduler.milestones={ms!r} must be increasing integers ≥ 1")
-    return p
-
-
 from dltrain.optim.schedules import Schedule, build_scheduler  # noqa: E402 - the public API's second half
 
 __all__ = ["Schedule", "build_optimizer", "build_scheduler", "optimizer_factory", "split_parameters"]

@@ -154,3 +154,17 @@ def test_early_stopping_ends_a_run_as_stopped_early(fast_cfg, tmp_path):
     result = Trainer(cfg).fit()
     assert (result["status"], result["epochs"]) == ("stopped_early", 2)
     assert result["test"]  # a run that stopped early is still tested
+
+
+def test_val_every_n_epochs_validates_every_nth_epoch_and_the_last(fast_cfg, tmp_path):
+    """trainer.val_every_n_epochs=2 over 5 epochs: val/* at epochs 2, 4 and 5 only; best.pt and early stopping
+    follow the validations; a plateau schedule steps only when it has its val/loss."""
+    from tests.conftest import read_scalars
+
+    cfg = fast_cfg("trainer.val_every_n_epochs=2", "trainer.max_epochs=5", "trainer.limit_train_batches=3",
+                   "scheduler=plateau", output_dir=tmp_path)
+    result = Trainer(cfg).fit()
+    scalars = read_scalars(tmp_path)
+    assert [s for s, _ in scalars["val/acc"]] == [2, 4, 5]
+    assert [s for s, _ in scalars["time/epoch_s"]] == [1, 2, 3, 4, 5]
+    assert result["status"] == "completed" and result["best"]["epoch"] in (2, 4, 5)

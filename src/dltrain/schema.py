@@ -38,6 +38,7 @@ class Trainer:
     max_steps: int = rule(-1, safe=True)                # -1: no limit (validation.py: -1 or ≥ 1)
     limit_train_batches: Any = rule(None, rng=(0, None), lo_open=True)   # int: a count, float in (0, 1]: a fraction
     limit_val_batches: Any = rule(None, rng=(0, None), lo_open=True)
+    val_every_n_epochs: int = rule(1, rng=(1, None), safe=True)   # validate every n-th epoch (and the last)
     fast_dev_run: bool = False
     grad_clip: Optional[float] = rule(None, rng=(0, None), lo_open=True)
     accumulate_grad_batches: int = rule(1, rng=(1, None))

@@ -132,27 +132,28 @@ class Trainer:
         epoch_start = time.perf_counter()
         seen = self.train_epoch()
         self.state.epoch += 1
-        elapsed = time.perf_counter() - epoch_start
-        metrics = self.evaluate(self.data.val, "val", self.val_batches)
-        for hook in self.hooks("on_validate"):  # e.g. the EMA weights' val_ema/*
-            metrics.update(hook(self) or {})
+        elapsed, metrics = time.perf_counter() - epoch_start, {}
+        last = self.state.epoch >= self.max_epochs or self.state.step >= self.max_steps
+        if last or self.state.epoch % self.t.val_every_n_epochs == 0:  # trainer.val_every_n_epochs, and the last
+            metrics = self.evaluate(self.data.val, "val", self.val_batches)
+            for hook in self.hooks("on_validate"):  # e.g. the EMA weights' val_ema/*
+                metrics.update(hook(self) or {})
         metrics["time/epoch_s"] = elapsed
         metrics["throughput/samples_per_s"] = seen * self.dist.world_size / elapsed
         if self.device.type == "cuda":
             metrics["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        if self.schedule is not None and self.schedule.interval == "epoch":
-            self.schedule.step(metrics)
+        schedule = self.schedule  # per epoch; one that watches a validation metric, when there is one
+        if schedule is not None and schedule.interval == "epoch" and schedule.monitor in (None, *metrics):
+            schedule.step(metrics)
         self.log(metrics, self.state.epoch)
         self.update_best(metrics)
         self.check_finite()  # before any checkpoint of this epoch is written
-        seen_metrics = MappingProxyType(metrics)  # callbacks read, never write
-        reasons = [reason for hook in self.hooks("on_epoch_end") if (reason := hook(self, seen_metrics))]
-        if reasons:  # e.g. early stopping
+        view = MappingProxyType(metrics)  # callbacks read, never write; they may answer with a reason to stop
+        if reasons := [reason for hook in self.hooks("on_epoch_end") if (reason := hook(self, view))]:
             self.state.stop_reason = reasons[0]
             return True
         received = self.signals.received  # a signal during validation: last.pt is current, stop
-        if self.dist.enabled:
-            received = distributed.agree_on_stop(received)
+        received = distributed.agree_on_stop(received) if self.dist.enabled else received
         if received:
             raise Interrupted(received, self.state.step)
         return False

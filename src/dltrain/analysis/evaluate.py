@@ -44,11 +44,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
                  write: bool = True, ensemble: str | None = None) -> dict:
     """`ensemble="snapshots"`: the mean logits of every checkpoints/snapshot_<i>.pt (scheduler=cosine_restarts
     with snapshots) instead of one checkpoint."""
-    from hydra.utils import instantiate
-
+    from dltrain.build import build_run
+    from dltrain.checkpoint import load
     from dltrain.config import register_resolvers
-    from dltrain.data import build_datamodule
-    from dltrain.models import build_model
 
     register_resolvers()
     run_dir = Path(run_dir)
@@ -57,26 +55,27 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     cfg.paths.output_dir = str(run_dir)
     cfg.model.init_from = None          # the checkpoint below holds every weight
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = build_datamodule(cfg, device)
     if ensemble not in (None, "snapshots"):
         raise ValueError(f"ensemble={ensemble!r} is not one of ['snapshots']")
+    run = build_run(cfg, device)        # the model, data and loss the run trained with
     if ensemble == "snapshots":
         from dltrain.analysis.ensemble import Ensemble, snapshot_paths
+        from dltrain.models import build_model
 
         members = []
         for path in snapshot_paths(run_dir):
             member = build_model(cfg).to(device)
-            member.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
+            member.load_state_dict(load(path, map_location=device)["model"])
             members.append(member)
         model, state = Ensemble(members), {"epoch": None}
         ckpt_path = run_dir / "checkpoints" / f"snapshot_*.pt ({len(members)} members)"
     else:
-        model = build_model(cfg).to(device)
+        model = run.model
         ckpt_path = find_checkpoint(run_dir, checkpoint)
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = load(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
     model.eval()
-    loss_fn = instantiate(cfg.loss)
+    data, loss_fn = run.data, run.loss_fn
     n = int(cfg.data.num_classes)
     confusion = torch.zeros(n, n, dtype=torch.long)
     loss_sum, count = 0.0, 0

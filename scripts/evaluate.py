@@ -38,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: split={args['split']!r} is not one of ['test', 'val']", file=sys.stderr)
         return 2
     from dltrain.analysis.evaluate import confusion_text, evaluate_run
+    from dltrain.errors import ConfigError
 
     if args.get("ensemble") not in (None, "snapshots"):
         print(f"evaluate: ensemble={args['ensemble']!r} is not one of ['snapshots']", file=sys.stderr)
         return 2
     try:
         r = evaluate_run(run, args["checkpoint"], args["split"], ensemble=args.get("ensemble"))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ConfigError) as e:  # no such checkpoint; a config that names foreign callables
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     import torch

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dltrain import schema
+from dltrain import schema, trust
 from dltrain.checkpoint import load, restore
 from dltrain.errors import ConfigError
 from dltrain.runinfo import library_versions
@@ -133,6 +133,7 @@ def open_run(trainer) -> dict | None:
                            f"output_dir={run_dir_of(path)})"])
     checkpoint = load(path)
     saved = checkpoint["config"]
+    trust.check_config(saved, f"resume={resume}: {path}")  # compared below, never built: refused all the same
     if OmegaConf.select(cfg, "trainer.auto_batch_size") and flatten(saved).get("trainer.auto_batch_size"):
         # the batch size the search found is part of the run: keep it
         OmegaConf.update(cfg, "data.batch_size", flatten(saved)["data.batch_size"])

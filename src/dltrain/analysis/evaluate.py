@@ -44,16 +44,20 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
                  write: bool = True, ensemble: str | None = None) -> dict:
     """`ensemble="snapshots"`: the mean logits of every checkpoints/snapshot_<i>.pt (scheduler=cosine_restarts
     with snapshots) instead of one checkpoint."""
+    from dltrain import trust
     from dltrain.build import build_run
     from dltrain.checkpoint import load
     from dltrain.config import register_resolvers
 
     register_resolvers()
     run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    config_file = run_dir / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config_file)
+    trust.check_config(OmegaConf.to_container(cfg, resolve=False), str(config_file))  # before building anything
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = str(run_dir)
     cfg.model.init_from = None          # the checkpoint below holds every weight
+    cfg.trainer.devices = 1             # the evaluation's device is `device`, not the run's GPU lease
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if ensemble not in (None, "snapshots"):
         raise ValueError(f"ensemble={ensemble!r} is not one of ['snapshots']")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dltrain import trust
 from dltrain.config import ConfigError, config_dir
 from dltrain.validation import composition_problem, validate
 
@@ -401,6 +402,10 @@ class CommandLine:
         if status in FINISHED or not last.is_file():
             return
         saved = load(last)["config"]
+        untrusted = trust.config_problems(saved, f"resume=auto: {last}")
+        if untrusted:
+            self.problems.extend(untrusted)
+            return
         with open_dict(cfg):
             cfg.paths.output_dir = str(job)
         problems = unsafe_changes(saved, cfg)
@@ -427,13 +432,20 @@ class CommandLine:
         path = checkpoint_path(resume)
         run_dir = run_dir_of(path)
         try:
-            saved = load(path).get("overrides")
+            checkpoint = load(path)
         except Exception as e:  # noqa: BLE001
             self.problems.append(f"resume={resume}: cannot read {path} ({_first_line(e)})")
             return None
+        saved = checkpoint.get("overrides")
         if saved is None:  # format 1 checkpoints: the overrides Hydra recorded
             saved_file = run_dir / ".hydra" / "overrides.yaml"
             saved = list(OmegaConf.load(saved_file)) if saved_file.is_file() else []
+        # Someone else's run directory: what it would make dltrain compose and build is checked first.
+        untrusted = (trust.override_problems(list(saved), f"resume={resume}")
+                     + trust.config_problems(checkpoint.get("config"), f"resume={resume}: {path}"))
+        if untrusted:
+            self.problems.extend(untrusted)
+            return None
         new_keys = {o.key_or_group.lstrip("+~") for o in parsed}
         old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) != "resume"]
         given_dir = [o for o in parsed if o.key_or_group == "hydra.run.dir"]

@@ -1,0 +1,80 @@
+"""`resume=<run dir>` becomes that run's own overrides (from its checkpoint), the new ones on top, and
+`hydra.run.dir=<run dir>`; what a checkpoint from someone else would replay is checked first (trust.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+
+from dltrain import trust
+from dltrain.cli.composition import _first_line
+from dltrain.cli.run_dirs import _env_rank, _key_of
+
+
+class ResumeLine:
+    @staticmethod
+    def resume_value(parsed):
+        for o in parsed:
+            if o.key_or_group == "resume" and not o.is_sweep_override():
+                value = o.value()
+                return None if value is None else str(value)
+        return None
+
+    def resume_overrides(self, parsed, resume: str) -> list[str] | None:
+        """The run's own overrides, then the new ones (a key given again replaces the old value), then
+        hydra.run.dir=<the run's dir>. None (with problems) if the resume cannot work."""
+        from dltrain.checkpoint import load
+        from dltrain.resume import checkpoint_path, resume_problem, run_dir_of
+
+        if self.multirun:
+            self.problems.append(f"resume={resume} continues one run; to continue a sweep use "
+                                 f"-m … resume=auto hydra.sweep.dir=<sweep dir>")
+            return None
+        problem = resume_problem(resume)
+        if problem:
+            self.problems.append(problem)
+            return None
+        path = checkpoint_path(resume)
+        run_dir = run_dir_of(path)
+        try:
+            checkpoint = load(path)
+        except Exception as e:  # noqa: BLE001
+            self.problems.append(f"resume={resume}: cannot read {path} ({_first_line(e)})")
+            return None
+        saved = checkpoint.get("overrides")
+        if saved is None:  # format 1 checkpoints: the overrides Hydra recorded
+            saved_file = run_dir / ".hydra" / "overrides.yaml"
+            saved = list(OmegaConf.load(saved_file)) if saved_file.is_file() else []
+        # Someone else's run directory: what it would make dltrain compose and build is checked first.
+        untrusted = (trust.override_problems(list(saved), f"resume={resume}")
+                     + trust.config_problems(checkpoint.get("config"), f"resume={resume}: {path}"))
+        if untrusted:
+            self.problems.extend(untrusted)
+            return None
+        new_keys = {o.key_or_group.lstrip("+~") for o in parsed}
+        old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) != "resume"]
+        given_dir = [o for o in parsed if o.key_or_group == "hydra.run.dir"]
+        if given_dir and Path(str(given_dir[0].value())).resolve() != run_dir.resolve():
+            self.problems.append(f"hydra.run.dir={given_dir[0].value()}: a resumed run continues in its own "
+                                 f"directory {run_dir}; drop hydra.run.dir")
+            return None
+        self.resume_dir = str(run_dir)
+        rest = [o.input_line for o in parsed if o.key_or_group != "hydra.run.dir"]
+        out = [*old, *rest]
+        if _env_rank() == 0:
+            out.append(f"hydra.run.dir={run_dir}")
+        self.check_resume_config(out, path)
+        return out
+
+    def check_resume_config(self, lines: list[str], path: Path) -> None:
+        from dltrain.checkpoint import load
+        from dltrain.resume import mismatch_error, unsafe_changes
+
+        cfg = self.compose([line for line in lines if not line.startswith("hydra.")])
+        if cfg is None:
+            return
+        with open_dict(cfg):
+            cfg.pop("hydra")
+        problems = unsafe_changes(load(path)["config"], cfg)
+        if problems:
+            self.problems.extend(mismatch_error(path, problems).problems)

@@ -7,7 +7,6 @@ import json
 
 import yaml
 from omegaconf import OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 
 from dltrain.analysis.report import group_runs, load_jobs, swept_keys, write_report
 from dltrain.cli.sweep_end import SweepReport
@@ -26,13 +25,11 @@ def fake_job(sweep, overrides, status="completed", best=None, curve=True):
         metrics["best"] = {"epoch": None, "val/acc": None, "val/loss": None}
         metrics["final"] = {}
     (job / "metrics.json").write_text(json.dumps(metrics))
-    if curve:
-        w = SummaryWriter(str(job))
-        for step in range(1, 21):
-            w.add_scalar("train/loss", 2.0 / step, step)
-        for epoch in (1, 2):
-            w.add_scalar("val/acc", (best or 0.1) * epoch / 2, epoch)
-        w.close()
+    if curve:  # what the run's CSV logger writes (callbacks/csvlog.py)
+        rows = [("train/loss", step, 2.0 / step) for step in range(1, 21)]
+        rows += [("val/acc", epoch, (best or 0.1) * epoch / 2) for epoch in (1, 2)]
+        with open(job / "metrics.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("tag", "step", "value"), *rows])
     return job
 
 

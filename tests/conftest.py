@@ -48,3 +48,15 @@ def fast_cfg():
         return compose_config([*FAST, *overrides], output_dir=output_dir)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster and leaves the other core to the rest (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,23 +21,18 @@ from torch import nn
 from dltrain import Trainer
 from dltrain.callbacks import Callback, default_callbacks
 from dltrain.callbacks.ema import EMA
+from dltrain.callbacks.progress import ProgressBar
 from dltrain.config import config_dir
 from dltrain.data.augment import build_augment
 from dltrain.nn.regularizers import DropConnectLinear, DropPath, GaussianNoise
-from tests.effect_probe import (assert_update, batches, compose, params, ready, recording, relative_error, standardised, step,
-                                val_loss, weight_names)
+from tests.effect_probe import (assert_update, batches, compose, params, ready, recording, relative_error,
+                                standardised, step, val_loss, weight_names)
 from tests.test_shipped_defaults import pinned
 
 RESNET = ("model=resnet", "model.depth=1", "model.width=4")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is ~4x faster than two fighting the other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: ~4x faster on one thread (tests/conftest.py)
 
 
 def same_start(base: Trainer, opt: Trainer) -> None:
@@ -162,7 +157,8 @@ def label_smoothing(option):
     y = batch[0][1]
     target = (1 - eps) * F.one_hot(y, z.shape[1]).float() + eps / z.shape[1]
     assert loss == pytest.approx(float(-(target * F.log_softmax(z, 1)).sum(1).mean()), rel=1e-6)
-    # the step followed that loss: ∂L/∂z = (softmax − target)/N, so the head bias moved by −lr·mean(softmax − target)
+    # the step followed that loss: ∂L/∂z = (softmax − target)/N, so the head bias moved by
+    # −lr·mean(softmax − target)
     moved = params(opt)["head.bias"] - before["head.bias"]
     torch.testing.assert_close(moved, -lr * (F.softmax(z, 1) - target).mean(0), rtol=1e-4, atol=1e-8)
 
@@ -578,7 +574,8 @@ def test_option_has_its_effect(group, option, tmp_path):
 
 
 def test_the_table_names_no_option_that_is_gone():
-    stale = [f"{g}/{o}" for g, table in EFFECTS.items() for o in table if not (config_dir() / g / f"{o}.yaml").is_file()]
+    stale = [f"{g}/{o}" for g, table in EFFECTS.items() for o in table
+             if not (config_dir() / g / f"{o}.yaml").is_file()]
     assert not stale, stale
 
 
@@ -640,16 +637,66 @@ def ema_decay(tmp_path):
         assert torch.equal(p, q)
 
 
-FLAG_EFFECTS = {"grad_clip": grad_clip, "accumulate_grad_batches": accumulate, "ema_decay": ema_decay}
-FLAGS_TESTED_ELSEWHERE = {
-    "accelerator": "test_configs.py, test_cuda.py", "strategy": "test_devices.py, test_cuda.py",
-    "devices": "test_sweeps.py", "precision": "test_devices.py, test_cuda.py",
-    "max_epochs": "test_resume.py", "max_steps": "test_schedulers.py", "limit_train_batches": "test_checkpoints.py",
-    "limit_val_batches": "test_resume.py", "fast_dev_run": "test_group_sweeps.py", "compile": "test_devices.py",
-    "compile_mode": "test_validation.py", "channels_last": "test_devices.py", "deterministic": "test_validation.py",
-    "checkpoint_every_n_steps": "test_checkpoints.py", "auto_batch_size": "test_checkpoints.py",
-    "diagnostics_every_n_steps": "test_diagnostics.py", "progress_bar": "test_cli.py",
-    "profiler": "test_group_sweeps.py (debug=profiler)", "log_every_n_steps": "test_checkpoints.py",
+def deterministic(tmp_path):
+    """torch's deterministic algorithms are switched on for the run (and cuDNN's autotuner off)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        ready("trainer.deterministic=true")
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+    ready()
+    assert torch.are_deterministic_algorithms_enabled() == before[0]
+
+
+def progress_bar(tmp_path):
+    """true: a bar that counts the run's optimizer steps; false: no bar at all."""
+    _, result, _ = fit(tmp_path / "off", *SHORT, "trainer.progress_bar=false")
+    trainer, result, _ = fit(tmp_path / "on", *SHORT, "trainer.progress_bar=true")
+    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert len(bars) == 1 and bars[0].bar.n == result["steps"] == 1
+    assert not any(isinstance(c, ProgressBar) for c in default_callbacks(compose("trainer.progress_bar=false")))
+
+
+def fast_dev_run(tmp_path):
+    """One training batch, one validation batch, one epoch, no checkpoints."""
+    trainer, result, rec = fit(tmp_path, "trainer.fast_dev_run=true", "trainer.max_epochs=3")
+    assert (result["steps"], result["epochs"], len(rec.metrics)) == (1, 1, 1)
+    assert trainer.val_batches == 1 and not (tmp_path / "checkpoints").exists()
+
+
+def limit_val_batches(tmp_path):
+    """val/loss is the mean over exactly the first N validation batches, under the model the epoch ended with."""
+    trainer, result, rec = fit(tmp_path, "trainer.limit_train_batches=2", "trainer.limit_val_batches=2")
+    (x1, y1), (x2, y2) = list(trainer.data.val)[:2]
+    with torch.no_grad():
+        trainer.net.eval()
+        expected = F.cross_entropy(trainer.model(torch.cat([x1, x2])), torch.cat([y1, y2])).item()
+    assert rec.metrics[0]["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def profiler(tmp_path):
+    """A torch.profiler trace of steps 3–6 lands in <run dir>/profiler."""
+    fit(tmp_path, "trainer.profiler=true", "trainer.limit_train_batches=7", "trainer.limit_val_batches=1")
+    traces = list((tmp_path / "profiler").glob("*.pt.trace.json"))
+    assert len(traces) == 1 and "ProfilerStep#" in traces[0].read_text()
+
+
+FLAG_EFFECTS = {"grad_clip": grad_clip, "accumulate_grad_batches": accumulate, "ema_decay": ema_decay,
+                "deterministic": deterministic, "progress_bar": progress_bar, "fast_dev_run": fast_dev_run,
+                "limit_val_batches": limit_val_batches, "profiler": profiler}
+FLAGS_TESTED_ELSEWHERE = {  # key → where its effect is asserted
+    "accelerator": "test_configs.py (cuda refused without CUDA), test_cuda.py",
+    "strategy": "test_devices.py (dp on the CPU, DDP over gloo = one process's big batch), test_cuda.py",
+    "devices": "test_sweeps.py (one GPU per job), test_cuda.py (DP over two GPUs)",
+    "precision": "test_devices.py (bf16 tracks fp32, fp16 scales the loss), test_cuda.py",
+    "max_epochs": "test_resume.py (2 + 2 epochs = 4)", "max_steps": "here (accumulate, ema), test_schedulers.py",
+    "limit_train_batches": "test_checkpoints.py (12 steps an epoch)", "compile": "test_devices.py",
+    "compile_mode": "test_validation.py (CUDA-graph modes refused)", "channels_last": "test_devices.py",
+    "checkpoint_every_n_steps": "test_checkpoints.py (last.pt at steps 5, 10, 15, 20)",
+    "auto_batch_size": "test_checkpoints.py (the search)", "diagnostics_every_n_steps": "test_diagnostics.py",
+    "log_every_n_steps": "test_checkpoints.py (a NaN loss read at step 5)",
 }
 
 

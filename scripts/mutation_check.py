@@ -105,6 +105,12 @@ MUTATIONS = [
       "test_init.py test_activations.py", "Xavier/He ignore tanh's gain 5/3"),
     m("top5-is-top3", NN + "metrics.py", "logits.topk(min(5, logits.shape[1]), dim=1)",
       "logits.topk(min(3, logits.shape[1]), dim=1)", "test_metrics.py", "top5 counts the top 3"),
+    # -- diagnostics -----------------------------------------------------------------------------------------------
+    m("update-ratio-over-new-weights", "src/dltrain/callbacks/diagnostics.py",
+      "(w.detach().float() - before).norm() / before.norm()", "(w.detach().float() - before).norm() / w.norm()",
+      "test_diagnostics.py", "update_ratio divides by the new weights' norm"),
+    m("vanishing-rule-inverted", "src/dltrain/callbacks/diagnostics.py", "ratio = g0 / g1", "ratio = g1 / g0",
+      "test_diagnostics.py", "vanishing and exploding gradients swapped"),
     # -- optim and schedules ---------------------------------------------------------------------------------------
     m("norm-scales-decayed", OPTIM, "(weights if p.dim() >= 2 and id(p) not in norm_params else others)",
       "(weights if p.dim() >= 2 else others)", "test_optimizers.py", "2-d norm scales land in the decayed group"),

@@ -43,7 +43,8 @@ def test_fp16_backward_sees_the_scaled_loss_and_the_step_the_true_gradients(fast
     common = ("trainer.max_epochs=1", "trainer.limit_train_batches=16", "trainer.log_every_n_steps=1", "optimizer=adam")
     fp32 = Trainer(fast_cfg(*common, output_dir=tmp_path / "fp32"), callbacks=[])
     fp16 = Trainer(fast_cfg(*common, "trainer.precision=16", output_dir=tmp_path / "fp16"), callbacks=[])
-    fp32.setup(), fp16.setup()
+    fp32.setup()
+    fp16.setup()
     assert isinstance(fp16.scaler, torch.amp.GradScaler) and fp16.scaler.is_enabled() and fp32.scaler is None
     scale = fp16.scaler.get_scale()
     assert scale > 1
@@ -51,7 +52,8 @@ def test_fp16_backward_sees_the_scaled_loss_and_the_step_the_true_gradients(fast
     hooks = [p.register_hook(lambda g, name=name: raw.__setitem__(name, g.clone()))
              for name, p in fp16.model.named_parameters()]
     batch = next(iter(fp16.data.train))
-    fp16.optimizer_step([batch]), fp32.optimizer_step([batch])
+    fp16.optimizer_step([batch])
+    fp32.optimizer_step([batch])
     for h in hooks:
         h.remove()
     for (name, p), q in zip(fp16.model.named_parameters(), fp32.model.parameters(), strict=True):

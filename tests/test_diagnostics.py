@@ -60,6 +60,22 @@ def test_dead_relu_layer_reports_dead_frac_one_and_grad_and_update_match_direct_
     assert any("dead units" in w and "block1" in w for w in diag.warnings)
 
 
+def test_update_ratio_is_the_change_over_the_weights_before_the_step():
+    """A step that triples every weight: ‖3W − W‖ / ‖W‖ = 2 exactly (over the new weights it would read 2/3)."""
+    model = tiny_mlp()
+    diag, trainer = Diagnostics(histograms=False), fake_trainer(model)
+    diag.on_fit_start(trainer)
+    diag.on_train_step_start(trainer)
+    nn.functional.cross_entropy(model(torch.randn(8, 6)), torch.randint(0, 3, (8,))).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    trainer.state.step += 1
+    diag.on_train_step_end(trainer)
+    for name in ("block0", "block1", "head"):
+        assert trainer.logged[f"diag/{name}/update_ratio"] == pytest.approx(2.0, rel=1e-6)
+
+
 def test_saturated_tanh_reports_saturated_frac_near_one():
     model = tiny_mlp(activation=nn.Tanh)
     with torch.no_grad():

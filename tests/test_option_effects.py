@@ -45,7 +45,8 @@ def same_start(base: Trainer, opt: Trainer) -> None:
 def eval_unchanged(base: Trainer, opt: Trainer) -> None:
     """A training-only option leaves evaluation untouched: the same validation loss before any step."""
     assert val_loss(opt) == val_loss(base)
-    opt.net.train(), base.net.train()
+    opt.net.train()
+    base.net.train()
 
 
 def within(rate: float, p: float, n: int) -> bool:
@@ -58,7 +59,8 @@ def no_effect(group):
     def check(option):
         base, opt = ready(), ready(f"{group}={option}")
         batch = batches(base)
-        step(base, batch), step(opt, batch)
+        step(base, batch)
+        step(opt, batch)
         a, b = params(base), params(opt)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     return check
@@ -89,7 +91,8 @@ def penalty(term):
 def dropout(option):
     base, opt = ready(), ready("regularizer=dropout")
     p = float(opt.cfg.regularizer.dropout)
-    same_start(base, opt), eval_unchanged(base, opt)
+    same_start(base, opt)
+    eval_unchanged(base, opt)
     with recording(opt.model, nn.Dropout) as calls:
         step(opt, batches(opt))
     assert len(calls) == opt.cfg.model.depth  # after every hidden activation
@@ -106,7 +109,8 @@ def dropout(option):
 def dropconnect(option):
     base, opt = ready(), ready("regularizer=dropconnect")
     p = float(opt.cfg.regularizer.dropconnect)
-    same_start(base, opt), eval_unchanged(base, opt)
+    same_start(base, opt)
+    eval_unchanged(base, opt)
     hidden = [m for m in opt.model.modules() if isinstance(m, DropConnectLinear)]
     assert len(hidden) == opt.cfg.model.depth and type(opt.model.head) is nn.Linear  # hidden layers only
     first = opt.model.backbone.block0[0]
@@ -122,7 +126,8 @@ def dropconnect(option):
 def drop_path(option):
     base, opt = ready(*RESNET), ready(*RESNET, "regularizer=drop_path")
     p = float(opt.cfg.regularizer.drop_path)
-    same_start(base, opt), eval_unchanged(base, opt)
+    same_start(base, opt)
+    eval_unchanged(base, opt)
     with recording(opt.model, DropPath) as calls:
         step(opt, batches(opt))
     assert len(calls) == 3
@@ -137,7 +142,8 @@ def drop_path(option):
 def input_noise(option):
     base, opt = ready(), ready("regularizer=input_noise")
     std = float(opt.cfg.regularizer.input_noise)
-    same_start(base, opt), eval_unchanged(base, opt)
+    same_start(base, opt)
+    eval_unchanged(base, opt)
     (batch,) = batches(opt)
     with recording(opt.model, GaussianNoise) as calls:
         step(opt, [batch])

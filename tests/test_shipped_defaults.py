@@ -52,7 +52,7 @@ ROWS = [
     Row("optimizer/adagrad.yaml", "initial_accumulator_value", 0.0, optim.Adagrad),  # PyTorch: G₀ = 0 (Duchi)
     Row("optimizer/adagrad.yaml", "eps", 1e-10, optim.Adagrad),      # PyTorch's Adagrad
     Row("optimizer/momentum.yaml", "momentum", 0.9),                 # Krizhevsky et al. 2012 §5; He et al. 2016 §3.4
-    Row("optimizer/nesterov.yaml", "momentum", 0.9),                 # Sutskever et al. 2013 (μ up to 0.9 early on)
+    Row("optimizer/nesterov.yaml", "momentum", 0.9),                 # as momentum.yaml (Krizhevsky et al. 2012)
     Row("optimizer/sgd.yaml", "momentum", 0.0, optim.SGD),           # PyTorch's SGD: plain SGD
     Row("optimizer/lbfgs.yaml", "lr", 1, optim.LBFGS),               # PyTorch's LBFGS: the quasi-Newton step
     Row("optimizer/lbfgs.yaml", "max_iter", 20, optim.LBFGS),        # PyTorch's LBFGS
@@ -78,7 +78,7 @@ ROWS = [
     Row("loss/hinge.yaml", "margin", 1.0, nn.MultiMarginLoss),       # PyTorch; Weston & Watkins' unit margin
     Row("augment/flip.yaml", "flip", 0.5, torchvision.transforms.RandomHorizontalFlip, "p"),  # torchvision
     Row("activation/leaky_relu.yaml", "negative_slope", 0.01, nn.LeakyReLU),  # PyTorch; Maas et al. 2013
-    Row("activation/prelu.yaml", "init", 0.25, nn.PReLU),            # He et al. 2015 (PReLU) §2.2: a = 0.25
+    Row("activation/prelu.yaml", "init", 0.25, nn.PReLU),            # He et al. 2015 (PReLU): a₀ = 0.25
     Row("activation/prelu.yaml", "num_parameters", 1, nn.PReLU),     # PyTorch: one slope shared by the layer
     Row("activation/elu.yaml", "alpha", 1.0, nn.ELU),                # Clevert et al. 2016: α = 1
     Row("activation/hardtanh.yaml", "min_val", -1.0, nn.Hardtanh),   # PyTorch's Hardtanh

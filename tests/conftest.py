@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300, 
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: torchrun's rendezvous, without colliding with a test run beside this one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

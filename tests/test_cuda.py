@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dltrain import Trainer, compose_config
-from tests.conftest import ROOT, read_metrics
+from tests.conftest import ROOT, free_port, read_metrics
 from tests.test_devices import train_losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -128,7 +128,7 @@ def test_peak_memory_is_logged_and_the_estimate_is_its_order_of_magnitude(tmp_pa
 
 def test_ddp_over_nccl_on_one_gpu_trains_and_writes_the_run(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29541"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *GPU, "trainer.strategy=ddp", "trainer.max_epochs=1",
                            "trainer.limit_train_batches=10"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=env)

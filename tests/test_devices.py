@@ -10,7 +10,7 @@ import torch
 
 from dltrain import Trainer, compose_config
 from dltrain.callbacks import Callback
-from tests.conftest import FAST, ROOT, read_metrics
+from tests.conftest import FAST, ROOT, free_port, read_metrics
 
 
 class Recorder(Callback):
@@ -110,7 +110,7 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(tmp_p
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     ddp_dir.mkdir(), single_dir.mkdir()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *args, "trainer.strategy=ddp",
                            "trainer.accelerator=cpu", "data.batch_size=32"],
                           cwd=ddp_dir, capture_output=True, text=True, timeout=300, env=env)
@@ -146,7 +146,7 @@ def test_ddp_ranks_stop_together_when_only_one_receives_the_signal(tmp_path):
     """Rank 1 alone gets SIGTERM after step 3; both ranks stop at the next log flush (step 5) instead of
     rank 0 waiting forever in a collective that rank 1 left."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DLTRAIN_TEST_SIGNAL": "SIGTERM@3@1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *FAST, "trainer.strategy=ddp", "trainer.accelerator=cpu",
                            "trainer.log_every_n_steps=5", "data.batch_size=32"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)

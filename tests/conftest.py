@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300, 
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: torchrun's rendezvous, without colliding with a test run beside this one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -55,3 +63,15 @@ def fast_cfg():
         return compose_config([*FAST, *overrides], output_dir=output_dir)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster and leaves the other core to the rest (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,6 +3,7 @@ previous one, that no NaN model is ever saved; and the pieces of resuming and ou
 need no subprocess (config comparison, RNG state, the batch-size search, the OOM message)."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from dltrain import Trainer
+from dltrain.callbacks import Callback
 from dltrain.batch_size import find_batch_size, is_oom, oom_advice
 from dltrain import checkpoint as ckpt
 from dltrain.errors import Diverged
@@ -25,13 +27,7 @@ KEYS = {"format", "model", "optimizer", "scheduler", "scaler", "ema", "epoch", "
         "final", "status", "callbacks", "rng", "config", "overrides", "versions", "threads"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and leaves the other core to the rest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
@@ -113,6 +109,26 @@ def test_a_diverging_run_never_saves_a_nan_model(fast_cfg, tmp_path, saved):
     for path in saved:
         state = torch.load(path, weights_only=True)
         assert all(torch.isfinite(t).all() for t in state["model"].values()), path
+
+
+def test_a_nan_loss_alone_ends_the_run_as_diverged_at_the_next_read(fast_cfg, tmp_path):
+    """The training loss's own check must call the run diverged, at the first read of the per-step losses after
+    the first NaN (the trainer's non-finite-weights check would only see it at the epoch's end)."""
+    class Losses(Callback):
+        def __init__(self):
+            self.values = []
+
+        def on_log(self, trainer, scalars, step):
+            if "train/loss" in scalars:
+                self.values.append((step, scalars["train/loss"]))
+
+    losses = Losses()
+    cfg = fast_cfg("optimizer.lr=1e6", "trainer.log_every_n_steps=5", output_dir=tmp_path / "run")
+    result = Trainer(cfg, callbacks=[losses]).fit()
+    first_bad = min(step for step, v in losses.values if not math.isfinite(v))
+    assert result["status"] == "diverged" and first_bad <= 5
+    assert result["steps"] == 5 and result["epochs"] == 0  # stopped at that read, not at the epoch's end
+    assert not math.isfinite(result["final"]["train/loss"])
 
 
 def test_the_trainer_refuses_non_finite_weights_before_a_checkpoint(fast_cfg, tmp_path):

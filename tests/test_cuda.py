@@ -1,5 +1,5 @@
 """What only a GPU can show: resident uint8 data on the device, no host sync per step, mixed precision,
-channels_last / compile / DataParallel against the plain run, the peak-memory figure and DDP over NCCL.
+channels_last / compile against the plain run, DataParallel over two GPUs, the peak-memory figure and DDP over NCCL.
 Skipped where there is no CUDA device (CI); run on a GPU machine with `pytest tests/test_cuda.py`."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dltrain import Trainer, compose_config
-from tests.conftest import ROOT, read_metrics
+from tests.conftest import ROOT, free_port, read_metrics
 from tests.test_devices import train_losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -91,12 +91,27 @@ def test_fp16_scales_the_loss_with_a_grad_scaler(tmp_path):
     assert trainer.scaler is not None and trainer.scaler.is_enabled() and trainer.scaler.get_scale() > 1
 
 
-def test_channels_last_compile_and_data_parallel_give_the_plain_losses(tmp_path):
+def test_channels_last_and_compile_give_the_plain_losses(tmp_path):
     plain = losses(CNN, tmp_path / "plain")
     # cuDNN picks other kernels (and TF32 convolutions) per layout: close, not equal
     assert losses([*CNN, "trainer.channels_last=true"], tmp_path / "nhwc") == pytest.approx(plain, rel=1e-2)
     assert losses([*CNN, "trainer.compile=true"], tmp_path / "compiled") == pytest.approx(plain, rel=1e-2)
-    assert losses([*CNN, "trainer.strategy=dp", "trainer.devices=1"], tmp_path / "dp") == pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DataParallel splits a batch only over two or more GPUs")
+def test_data_parallel_splits_each_batch_over_the_gpus_and_gives_the_plain_losses(tmp_path):
+    """With one GPU (or on the CPU) DataParallel just calls its module, so only two GPUs show what it does: each
+    replica runs half of the batch on its own device, and the gathered result is the plain run's."""
+    trainer = Trainer(compose_config([*GPU, *CNN, "trainer.strategy=dp", "trainer.devices=2", "data.batch_size=64"],
+                                     output_dir=tmp_path / "split"), callbacks=[])
+    trainer.setup()
+    seen = []
+    trainer.model.head.register_forward_hook(lambda m, args, out: seen.append((len(args[0]), args[0].device.index)))
+    trainer.optimizer_step([next(iter(trainer.data.train))])
+    assert sorted(seen) == [(32, 0), (32, 1)]
+    plain = losses([*CNN, "data.batch_size=64"], tmp_path / "plain")
+    dp = losses([*CNN, "data.batch_size=64", "trainer.strategy=dp", "trainer.devices=2"], tmp_path / "dp")
+    assert dp == pytest.approx(plain, rel=1e-3)  # other batch shapes per GPU: other kernels, not the same bits
 
 
 def test_peak_memory_is_logged_and_the_estimate_is_its_order_of_magnitude(tmp_path):
@@ -113,7 +128,7 @@ def test_peak_memory_is_logged_and_the_estimate_is_its_order_of_magnitude(tmp_pa
 
 def test_ddp_over_nccl_on_one_gpu_trains_and_writes_the_run(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29541"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *GPU, "trainer.strategy=ddp", "trainer.max_epochs=1",
                            "trainer.limit_train_batches=10"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=env)

@@ -10,7 +10,7 @@ import torch
 
 from dltrain import Trainer, compose_config
 from dltrain.callbacks import Callback
-from tests.conftest import FAST, ROOT, read_metrics
+from tests.conftest import FAST, ROOT, free_port, read_metrics
 
 
 class Recorder(Callback):
@@ -36,23 +36,64 @@ def test_bf16_autocast_on_cpu_tracks_fp32(fast_cfg, tmp_path):
     assert abs(sum(fp32[-5:]) / 5 - sum(bf16[-5:]) / 5) < 0.05 * sum(fp32[-5:]) / 5
 
 
-def test_fp16_uses_a_grad_scaler_and_trains(fast_cfg, tmp_path):
-    cfg = fast_cfg("trainer.max_epochs=1", "trainer.precision=16", "trainer.limit_train_batches=8",
-                   output_dir=tmp_path)
-    trainer = Trainer(cfg, callbacks=[])
-    result = trainer.fit()
-    assert isinstance(trainer.scaler, torch.amp.GradScaler)
-    assert result["status"] == "completed" and result["steps"] == 8
+def test_fp16_backward_sees_the_scaled_loss_and_the_step_the_true_gradients(fast_cfg, tmp_path):
+    """fp16 autocast with a GradScaler: the gradients backward produces are scale × the true ones (the loss was
+    scaled), the optimizer steps with them unscaled (the fp32 run's gradients, to fp16's precision), and the
+    run learns as the fp32 run does."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=16", "trainer.log_every_n_steps=1", "optimizer=adam")
+    fp32 = Trainer(fast_cfg(*common, output_dir=tmp_path / "fp32"), callbacks=[])
+    fp16 = Trainer(fast_cfg(*common, "trainer.precision=16", output_dir=tmp_path / "fp16"), callbacks=[])
+    fp32.setup()
+    fp16.setup()
+    assert isinstance(fp16.scaler, torch.amp.GradScaler) and fp16.scaler.is_enabled() and fp32.scaler is None
+    scale = fp16.scaler.get_scale()
+    assert scale > 1
+    raw = {}
+    hooks = [p.register_hook(lambda g, name=name: raw.__setitem__(name, g.clone()))
+             for name, p in fp16.model.named_parameters()]
+    batch = next(iter(fp16.data.train))
+    fp16.optimizer_step([batch])
+    fp32.optimizer_step([batch])
+    for h in hooks:
+        h.remove()
+    for (name, p), q in zip(fp16.model.named_parameters(), fp32.model.parameters(), strict=True):
+        torch.testing.assert_close(raw[name], p.grad * scale, rtol=1e-6, atol=0)  # a power of two: exact
+        assert (p.grad - q.grad).norm() < 1e-2 * q.grad.norm(), name
+    losses16 = train_losses(fast_cfg(*common, "trainer.precision=16", output_dir=tmp_path / "run16"))
+    losses32 = train_losses(fast_cfg(*common, output_dir=tmp_path / "run32"))
+    assert len(losses16) == 16 and losses16 == pytest.approx(losses32, rel=1e-2)
+    assert sum(losses16[-4:]) < sum(losses16[:4]) - 0.1  # it learns
 
 
-def test_channels_last_and_data_parallel_match_the_plain_run(tmp_path):
+def test_channels_last_matches_the_plain_run(tmp_path):
     common = ["data=synthetic", "model=cnn", "model.channels=[4,8]", "model.hidden=16", "trainer.max_epochs=1",
               "trainer.limit_train_batches=6"]
     plain = train_losses(compose_config(common, output_dir=tmp_path / "a"))
     nhwc = train_losses(compose_config([*common, "trainer.channels_last=true"], output_dir=tmp_path / "b"))
-    dp = train_losses(compose_config([*common, "trainer.strategy=dp"], output_dir=tmp_path / "c"))
     assert nhwc == pytest.approx(plain, rel=1e-4)
-    assert dp == pytest.approx(plain, rel=1e-6)
+
+
+def test_data_parallel_on_the_cpu_warns_and_runs_the_plain_module(fast_cfg, tmp_path, caplog):
+    """On the CPU DataParallel only calls its module: what can be checked here is that the user is told, that
+    the forward passes go through the wrapper around the trained model, and that the step is the plain one.
+    Splitting a batch over GPUs needs two of them: tests/test_cuda.py."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=2")
+    with caplog.at_level("WARNING", logger="dltrain"):
+        dp = Trainer(fast_cfg(*common, "trainer.strategy=dp", output_dir=tmp_path / "dp"), callbacks=[])
+        dp.setup()
+    assert "trainer.strategy=dp on the CPU" in caplog.text
+    assert isinstance(dp.net, torch.nn.DataParallel) and dp.net.module is dp.model and dp.model is not dp.net
+    plain = Trainer(fast_cfg(*common, output_dir=tmp_path / "plain"), callbacks=[])
+    plain.setup()
+    assert not isinstance(plain.net, torch.nn.DataParallel)
+    batch = next(iter(dp.data.train))
+    calls = []
+    handle = dp.net.register_forward_hook(lambda *args: calls.append(1))
+    assert dp.optimizer_step([batch])[0] == plain.optimizer_step([batch])[0]
+    handle.remove()
+    assert calls == [1]
+    for p, q in zip(dp.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_compile_gives_the_eager_losses(fast_cfg, tmp_path):
@@ -69,7 +110,7 @@ def test_ddp_on_two_cpu_processes_equals_one_process_with_the_global_batch(tmp_p
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     ddp_dir.mkdir(), single_dir.mkdir()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *args, "trainer.strategy=ddp",
                            "trainer.accelerator=cpu", "data.batch_size=32"],
                           cwd=ddp_dir, capture_output=True, text=True, timeout=300, env=env)
@@ -105,7 +146,7 @@ def test_ddp_ranks_stop_together_when_only_one_receives_the_signal(tmp_path):
     """Rank 1 alone gets SIGTERM after step 3; both ranks stop at the next log flush (step 5) instead of
     rank 0 waiting forever in a collective that rank 1 left."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DLTRAIN_TEST_SIGNAL": "SIGTERM@3@1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     proc = subprocess.run([*torchrun, str(ROOT / "train.py"), *FAST, "trainer.strategy=ddp", "trainer.accelerator=cpu",
                            "trainer.log_every_n_steps=5", "data.batch_size=32"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)

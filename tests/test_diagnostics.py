@@ -61,6 +61,22 @@ def test_dead_relu_layer_reports_dead_frac_one_and_grad_and_update_match_direct_
     assert any("dead units" in w and "block1" in w for w in diag.warnings)
 
 
+def test_update_ratio_is_the_change_over_the_weights_before_the_step():
+    """A step that triples every weight: ‖3W − W‖ / ‖W‖ = 2 exactly (over the new weights it would read 2/3)."""
+    model = tiny_mlp()
+    diag, trainer = Diagnostics(histograms=False), fake_trainer(model)
+    diag.on_fit_start(trainer)
+    diag.on_train_step_start(trainer)
+    nn.functional.cross_entropy(model(torch.randn(8, 6)), torch.randint(0, 3, (8,))).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    trainer.state.step += 1
+    diag.on_train_step_end(trainer)
+    for name in ("block0", "block1", "head"):
+        assert trainer.logged[f"diag/{name}/update_ratio"] == pytest.approx(2.0, rel=1e-6)
+
+
 def test_saturated_tanh_reports_saturated_frac_near_one():
     model = tiny_mlp(activation=nn.Tanh)
     with torch.no_grad():
@@ -88,10 +104,21 @@ def test_only_diagnostic_steps_are_hooked_and_logged():
     assert not any(off.due(s) for s in range(1, 50))
 
 
-def test_conv_dead_frac_counts_channels():
-    out = torch.randn(4, 2, 5, 5).abs()
-    out[:, 0] = -1.0                      # channel 0 never positive anywhere in the batch
-    assert float(activation_stats(out, None)["dead_frac"]) == 0.5
+def test_dead_frac_counts_units_not_elements():
+    """A unit is dead when it is never > 0 over the whole batch; a conv unit is a channel. The data make the
+    per-element count differ: channel 1 is mostly negative but fires once, so it is alive."""
+    out = -torch.rand(4, 3, 5, 5)         # every element ≤ 0
+    out[2, 1, 3, 4] = 0.5                 # channel 1 fires at one position of one sample
+    out[:, 2] = torch.rand(4, 5, 5) + 0.1  # channel 2 fires everywhere
+    assert float(activation_stats(out, None)["dead_frac"]) == pytest.approx(1 / 3)   # per element: ~0.67
+    flat = -torch.rand(8, 4)              # (batch, units): unit 3 fires for one sample
+    flat[5, 3] = 1.0
+    assert float(activation_stats(flat, None)["dead_frac"]) == 0.75                  # per element: 31/32
+
+
+def test_saturated_frac_counts_outputs_within_one_percent_of_a_bound():
+    sat = activation_stats(torch.tensor([[0.999, -0.995, 0.5, 0.0]]), (-1.0, 1.0))["saturated_frac"]
+    assert float(sat) == 0.5
     sat = activation_stats(torch.tensor([[0.999, -0.995, 0.5, 0.0]]), (-1.0, 1.0))["saturated_frac"]
     assert float(sat) == 0.5
 

@@ -93,6 +93,20 @@ def test_datamodule_normalises_every_split_with_the_training_split(fast_cfg):
         assert torch.allclose(cat_x(split).double(), expected, atol=1e-4)
 
 
+def test_the_validation_split_is_held_out_of_training_and_the_same_for_every_seed(fast_cfg):
+    from dltrain.data import build_datamodule, split_validation
+
+    x, y = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100)
+    train_x, train_y, val_x, val_y = split_validation(x, y, 30)
+    assert len(val_y) == 30 and len(train_y) == 70
+    assert sorted(train_y.tolist() + val_y.tolist()) == list(range(100))   # disjoint, and nothing lost
+    assert torch.equal(train_x.flatten().long(), train_y) and torch.equal(val_x.flatten().long(), val_y)
+    a, b = build_datamodule(fast_cfg("seed=0")), build_datamodule(fast_cfg("seed=1"))
+    assert torch.equal(a.val.x, b.val.x) and len(a.train.x) == 2048 - 256 and len(a.val.x) == 256
+    train_rows = {bytes(row.numpy()) for row in a.train.x.flatten(1)}
+    assert not any(bytes(row.numpy()) in train_rows for row in a.val.x.flatten(1))
+
+
 def test_epoch_order_is_a_fresh_seeded_permutation():
     x = torch.zeros(103, 1, 2, 2, dtype=torch.uint8)
     a, b = loader(x, shuffle=True, seed=7, batch_size=10), loader(x, shuffle=True, seed=7, batch_size=10)

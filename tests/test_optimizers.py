@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from dltrain.config import compose_config, config_dir
 from dltrain.optim import build_optimizer, optimizer_factory, split_parameters
 from dltrain.validation import validate
+from tests.test_shipped_defaults import ROWS as SHIPPED
 
 
 def optimizer_problems(cfg) -> list[str]:
@@ -133,6 +134,11 @@ RULES = {
 }
 
 
+def documented(name):
+    """Every pinned hyper-parameter of configs/optimizer/<name>.yaml, with its pinned value."""
+    return {r.key: r.value for r in SHIPPED if r.file == f"optimizer/{name}.yaml"}
+
+
 def run_three_steps(cfg):
     model = Quadratic()
     opt = build_optimizer(cfg, model)
@@ -173,7 +179,9 @@ def test_first_three_steps_follow_the_update_rule(name, weight_decay):
     cfg = compose(f"optimizer={name}")
     if weight_decay is not None:
         cfg.optimizer.weight_decay = weight_decay
-    o = cfg.optimizer
+    # The rule's hyper-parameters are the documented ones (tests/test_shipped_defaults.py), not the config's: a
+    # changed default must fail here rather than move the expectation with it.
+    o = OmegaConf.merge(cfg.optimizer, documented(name), {} if weight_decay is None else {"weight_decay": weight_decay})
     got_w, got_c = run_three_steps(cfg)
     want_w = RULES[name](o, W0, o.weight_decay)
     want_c = RULES[name](o, C0, 0.0)  # the bias is in the no-decay group, whatever weight_decay says

@@ -117,6 +117,14 @@ def test_lbfgs_trains_through_the_closure(fast_cfg, tmp_path):
     assert calls == 5 and len(losses) == 5
     assert isinstance(trainer.optimizer, torch.optim.LBFGS)
     assert trainer.optimizer.state[trainer.optimizer.param_groups[0]["params"][0]]["func_evals"] > 5
+    # each step's line search cut the loss of its own batch: the logged value (the closure's last evaluation,
+    # where the step ended) is below that batch's loss under the weights the step started from
+    start = Trainer(cfg, callbacks=[])
+    start.setup()  # the same seed: the weights step 1 started from, and epoch 0's batches
+    (x, y) = next(iter(start.data.train))
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(start.model(x), y).item()
+    assert losses[0] < 0.5 * before
 
 
 def test_snapshot_ensemble_saves_one_model_per_cycle_and_averages_logits(fast_cfg, tmp_path):

@@ -39,6 +39,29 @@ def find_checkpoint(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
+def run_config(run_dir: Path):
+    """The run's composed config (`.hydra/config.yaml`), pointed at its directory; `model.init_from` is cleared
+    because a checkpoint of the run holds every weight (the original value: `model.init_from` of the file)."""
+    from dltrain.config import register_resolvers
+
+    register_resolvers()
+    cfg = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths.output_dir = str(run_dir)
+    cfg.model.init_from = None
+    return cfg
+
+
+def load_model(cfg, path: Path, device: torch.device):
+    """The run's model with the weights of checkpoint `path` (loaded weights-only); returns (model, checkpoint)."""
+    from dltrain.models import build_model
+
+    model = build_model(cfg).to(device)
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    return model, state
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", device: str | None = None,
                  write: bool = True, ensemble: str | None = None) -> dict:
@@ -46,16 +69,10 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     with snapshots) instead of one checkpoint."""
     from hydra.utils import instantiate
 
-    from dltrain.config import register_resolvers
     from dltrain.data import build_datamodule
-    from dltrain.models import build_model
 
-    register_resolvers()
     run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    OmegaConf.set_struct(cfg, False)
-    cfg.paths.output_dir = str(run_dir)
-    cfg.model.init_from = None          # the checkpoint below holds every weight
+    cfg = run_config(run_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = build_datamodule(cfg, device)
     if ensemble not in (None, "snapshots"):
@@ -63,18 +80,12 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     if ensemble == "snapshots":
         from dltrain.ensemble import Ensemble, snapshot_paths
 
-        members = []
-        for path in snapshot_paths(run_dir):
-            member = build_model(cfg).to(device)
-            member.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
-            members.append(member)
+        members = [load_model(cfg, path, device)[0] for path in snapshot_paths(run_dir)]
         model, state = Ensemble(members), {"epoch": None}
         ckpt_path = run_dir / "checkpoints" / f"snapshot_*.pt ({len(members)} members)"
     else:
-        model = build_model(cfg).to(device)
         ckpt_path = find_checkpoint(run_dir, checkpoint)
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        model, state = load_model(cfg, ckpt_path, device)
     model.eval()
     loss_fn = instantiate(cfg.loss)
     n = int(cfg.data.num_classes)

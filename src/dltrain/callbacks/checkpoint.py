@@ -1,5 +1,5 @@
 """checkpoints/last.pt every epoch, every `trainer.checkpoint_every_n_steps` steps and when a stop signal ends
-the run; best.pt when val/acc improves. Written atomically; never with non-finite weights.
+the run; best.pt when val/acc improves; init.pt once, at step 0. Written atomically; never with non-finite weights.
 
 A checkpoint holds everything a run needs to continue bit-exactly (see `snapshot`) and only tensors, numbers,
 strings and plain containers, so it loads with torch.load(..., weights_only=True): loading never runs code
@@ -134,6 +134,13 @@ def check_finite(trainer) -> None:
 
 
 class Checkpoint(Callback):
+    def on_fit_start(self, trainer) -> None:
+        if trainer.state.step == 0:  # init.pt: the initial weights (scripts/landscape.py interpolates from them)
+            check_finite(trainer)
+            state = snapshot(trainer)
+            check_plain(state)
+            save_atomic(state, trainer.out_dir / "checkpoints" / "init.pt")
+
     def on_checkpoint_due(self, trainer) -> None:
         self.save(trainer)
 

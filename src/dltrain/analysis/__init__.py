@@ -1,0 +1,1 @@
+"""Analysis tools that read trained runs: the curvature of the training loss and its landscape."""

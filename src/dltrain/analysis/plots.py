@@ -1,0 +1,91 @@
+"""The landscape plots (matplotlib, Agg): the 1-D interpolation of a run, its 2-D surface, a sweep's 1-D curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mark_ends(ax) -> None:
+    for x, name in ((0, "init"), (1, "final")):
+        ax.axvline(x, color="grey", lw=0.8, ls=":")
+        ax.text(x, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
+
+
+def interpolation(path: Path, line: dict, title: str) -> None:
+    """Loss (log scale) and accuracy along θ(α) = (1−α)·θ_init + α·θ_final, train and val; when the initial
+    weights are unknown, a figure that says so."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if "train_loss" not in line:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, line["init"], ha="center", va="center", wrap=True, fontsize=9, transform=ax.transAxes)
+            ax.set_axis_off()
+    else:
+        for split, style in (("train", "-"), ("val", "--")):
+            if f"{split}_loss" in line:
+                ax_loss.plot(line["alpha"], line[f"{split}_loss"], style, marker=".", ms=3, label=split)
+                ax_acc.plot(line["alpha"], line[f"{split}_acc"], style, marker=".", ms=3, label=split)
+        ax_loss.set(xlabel="α", ylabel="loss", yscale="log")
+        ax_acc.set(xlabel="α", ylabel="accuracy")
+        for ax in (ax_loss, ax_acc):
+            _mark_ends(ax)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: (1−α)·init + α·final; init: {line['init']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def surface(path: Path, surface: dict, title: str) -> None:
+    """Contours of the training loss over the plane of two filter-normalised directions, the final weights at 0."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    coords = np.array(surface["coords"])
+    loss = np.array(surface["train_loss"])
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    lo, hi = float(loss.min()), float(loss.max())
+    levels = np.geomspace(max(lo, 1e-6), max(hi, lo * 1.001, 1e-6 * 1.001), 25)
+    filled = ax.contourf(coords, coords, loss, levels=levels, cmap="viridis", norm=LogNorm(levels[0], levels[-1]))
+    ax.contour(coords, coords, loss, levels=levels[::3], colors="white", linewidths=0.5)
+    ax.plot(0, 0, marker="*", color="red", ms=10)
+    fig.colorbar(filled, ax=ax, label="training loss", format="%.3g")
+    ax.set(xlabel="direction 2 (β)", ylabel="direction 1 (α)", aspect="equal",
+           title=f"{title}\nloss at θ + α·d₁ + β·d₂ (filter-normalised d)")
+    ax.title.set_fontsize(8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def sweep_interpolation(path: Path, results: list[tuple[str, dict]], title: str) -> None:
+    """Every run's interpolation curve in one figure: training loss and accuracy against α."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, result in results:
+        line = result["interpolation"]
+        if "train_loss" not in line:
+            continue
+        name = f"{label} (λmax {result['lambda_max']:.3g})"
+        (drawn,) = ax_loss.plot(line["alpha"], line["train_loss"], label=name)
+        ax_acc.plot(line["alpha"], line["train_acc"], color=drawn.get_color(), label=name)
+    ax_loss.set(xlabel="α", ylabel="training loss", yscale="log")
+    ax_acc.set(xlabel="α", ylabel="training accuracy")
+    for ax in (ax_loss, ax_acc):
+        _mark_ends(ax)
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7)
+    fig.suptitle(f"{title}: (1−α)·init + α·final of every run", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -24,6 +24,7 @@ TYPED = {
     "trainer.accumulate_grad_batches": ("int", False),
     "trainer.log_every_n_steps": ("int", False),
     "trainer.diagnostics_every_n_steps": ("int", True),
+    "trainer.curvature_every_n_epochs": ("int", True),
     "trainer.checkpoint_every_n_steps": ("int", True),
     "trainer.fast_dev_run": ("bool", False),
     "trainer.compile": ("bool", False),
@@ -42,7 +43,8 @@ TYPED = {
 
 # keys whose non-numbers config.validate's range checks already report
 RANGE_CHECKED = {"trainer.max_epochs", "trainer.accumulate_grad_batches", "trainer.diagnostics_every_n_steps",
-                 "trainer.log_every_n_steps", "data.batch_size", "data.val_size", "model.depth", "model.width"}
+                 "trainer.curvature_every_n_epochs", "trainer.log_every_n_steps", "data.batch_size", "data.val_size",
+                 "model.depth", "model.width"}
 
 
 def _get(cfg: DictConfig, key: str):

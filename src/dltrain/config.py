@@ -124,6 +124,7 @@ def validate(cfg: DictConfig) -> list[str]:
     _range(p, cfg, t + "max_epochs", lo=1)
     _range(p, cfg, t + "accumulate_grad_batches", lo=1)
     _range(p, cfg, t + "diagnostics_every_n_steps", lo=0)
+    _range(p, cfg, t + "curvature_every_n_epochs", lo=1, allow_none=True)
     _range(p, cfg, t + "log_every_n_steps", lo=1)
     _range(p, cfg, t + "grad_clip", lo=0, lo_open=True, allow_none=True)
     _range(p, cfg, t + "ema_decay", lo=0, hi=1, lo_open=True, hi_open=True, allow_none=True)

@@ -32,6 +32,7 @@ SAFE_TO_CHANGE = (
     "trainer.max_epochs", "trainer.max_steps",            # train for longer (or less)
     "trainer.checkpoint_every_n_steps",                    # when last.pt is written
     "trainer.log_every_n_steps", "trainer.diagnostics_every_n_steps", "trainer.progress_bar",  # what is shown
+    "trainer.curvature_every_n_epochs",                    # a diagnostic: it reads the model, never steps it
     "paths.*", "data.root",                                # where things are: a moved checkout or data set
     "resume", "name",                                      # bookkeeping
 )

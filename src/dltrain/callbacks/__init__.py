@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from dltrain.callbacks.base import Callback
 from dltrain.callbacks.checkpoint import Checkpoint
+from dltrain.callbacks.curvature import Curvature
 from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
@@ -40,6 +41,8 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
     if main and cfg.trainer.diagnostics_every_n_steps:
         # first, so that its on_fit_end puts the health warnings into the result before the summary is written
         callbacks.insert(0, Diagnostics(cfg.trainer.diagnostics_every_n_steps))
+    if main and cfg.trainer.get("curvature_every_n_epochs"):  # before Checkpoint, so last.pt's `final` has curv/*
+        callbacks.insert(0, Curvature(cfg.trainer.curvature_every_n_epochs))
     return callbacks
 
 

@@ -13,6 +13,14 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-scale loss axis with 0.5, 1, 2 instead of 5×10⁻¹, 10⁰, 2×10⁰."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
 def _mark_ends(ax) -> None:
     for x, name in ((0, "init"), (1, "final")):
         ax.axvline(x, color="grey", lw=0.8, ls=":")
@@ -34,6 +42,7 @@ def interpolation(path: Path, line: dict, title: str) -> None:
                 ax_loss.plot(line["alpha"], line[f"{split}_loss"], style, marker=".", ms=3, label=split)
                 ax_acc.plot(line["alpha"], line[f"{split}_acc"], style, marker=".", ms=3, label=split)
         ax_loss.set(xlabel="α", ylabel="loss", yscale="log")
+        _plain_log_ticks(ax_loss)
         ax_acc.set(xlabel="α", ylabel="accuracy")
         for ax in (ax_loss, ax_acc):
             _mark_ends(ax)
@@ -60,8 +69,8 @@ def surface(path: Path, surface: dict, title: str) -> None:
     ax.contour(coords, coords, loss, levels=levels[::3], colors="white", linewidths=0.5)
     ax.plot(0, 0, marker="*", color="red", ms=10)
     fig.colorbar(filled, ax=ax, label="training loss", format="%.3g")
-    ax.set(xlabel="direction 2 (β)", ylabel="direction 1 (α)", aspect="equal",
-           title=f"{title}\nloss at θ + α·d₁ + β·d₂ (filter-normalised d)")
+    ax.set(xlabel="b (along d₂)", ylabel="a (along d₁)", aspect="equal",
+           title=f"{title}\ntraining loss at θ + a·d₁ + b·d₂ (filter-normalised d₁, d₂); ★ θ")
     ax.title.set_fontsize(8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -80,6 +89,7 @@ def sweep_interpolation(path: Path, results: list[tuple[str, dict]], title: str)
         (drawn,) = ax_loss.plot(line["alpha"], line["train_loss"], label=name)
         ax_acc.plot(line["alpha"], line["train_acc"], color=drawn.get_color(), label=name)
     ax_loss.set(xlabel="α", ylabel="training loss", yscale="log")
+    _plain_log_ticks(ax_loss)
     ax_acc.set(xlabel="α", ylabel="training accuracy")
     for ax in (ax_loss, ax_acc):
         _mark_ends(ax)

@@ -54,26 +54,53 @@ def interpolation(path: Path, line: dict, title: str) -> None:
     plt.close(fig)
 
 
-def surface(path: Path, surface: dict, title: str) -> None:
-    """Contours of the training loss over the plane of two filter-normalised directions, the final weights at 0."""
+def _levels(surfaces: list[dict]):
+    """25 log-spaced contour levels spanning every surface's loss (one scale for panels side by side)."""
     import numpy as np
+
+    lo = max(min(min(map(min, s["train_loss"])) for s in surfaces), 1e-6)
+    hi = max(max(max(map(max, s["train_loss"])) for s in surfaces), lo * 1.001)
+    return np.geomspace(lo, hi, 25)
+
+
+def _contours(ax, surface: dict, levels, title: str):
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
-    coords = np.array(surface["coords"])
-    loss = np.array(surface["train_loss"])
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    lo, hi = float(loss.min()), float(loss.max())
-    levels = np.geomspace(max(lo, 1e-6), max(hi, lo * 1.001, 1e-6 * 1.001), 25)
-    filled = ax.contourf(coords, coords, loss, levels=levels, cmap="viridis", norm=LogNorm(levels[0], levels[-1]))
-    ax.contour(coords, coords, loss, levels=levels[::3], colors="white", linewidths=0.5)
+    coords = surface["coords"]
+    filled = ax.contourf(coords, coords, surface["train_loss"], levels=levels, cmap="viridis",
+                         norm=LogNorm(levels[0], levels[-1]))
+    ax.contour(coords, coords, surface["train_loss"], levels=levels[::3], colors="white", linewidths=0.5)
     ax.plot(0, 0, marker="*", color="red", ms=10)
-    fig.colorbar(filled, ax=ax, label="training loss", format="%.3g")
-    ax.set(xlabel="b (along d₂)", ylabel="a (along d₁)", aspect="equal",
-           title=f"{title}\ntraining loss at θ + a·d₁ + b·d₂ (filter-normalised d₁, d₂); ★ θ")
+    ax.set(xlabel="b (along d₂)", ylabel="a (along d₁)", aspect="equal", title=title)
     ax.title.set_fontsize(8)
+    return filled
+
+
+def surface(path: Path, surface: dict, title: str) -> None:
+    """Contours of the training loss over the plane of two filter-normalised directions, the final weights at 0."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    filled = _contours(ax, surface, _levels([surface]),
+                       f"{title}\ntraining loss at θ + a·d₁ + b·d₂ (filter-normalised d₁, d₂); ★ θ")
+    fig.colorbar(filled, ax=ax, label="training loss", format="%.3g")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def sweep_surfaces(path: Path, results: list[tuple[str, dict]], title: str) -> None:
+    """Every run's 2-D surface side by side, on one colour scale."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(3.4 * len(results) + 1, 4.2), squeeze=False)
+    levels = _levels([r["surface"] for _, r in results])
+    for i, (ax, (label, r)) in enumerate(zip(axes[0], results)):
+        name = label.replace(", ", "\n")
+        filled = _contours(ax, r["surface"], levels, f"{name}\nλmax {r['lambda_max']:.3g}, trace {r['trace']:.3g}")
+        if i:
+            ax.set_ylabel("")
+    fig.colorbar(filled, ax=list(axes[0]), label="training loss", format="%.3g")
+    fig.suptitle(f"{title}: training loss at θ + a·d₁ + b·d₂ (filter-normalised d₁, d₂); ★ θ", fontsize=9)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 
 

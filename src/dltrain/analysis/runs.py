@@ -95,7 +95,7 @@ def initial_model(run_dir: Path, cfg, device):
 
 def analyse_run(run_dir: str | Path, checkpoint: str = "last", batches: int = 4, seed: int = 0, k: int = 5,
                 grid: int = 21, span: float = 1.0, probes: int = 30, eps: float = 0.01, device: str | None = None,
-                write: bool = True) -> dict:
+                write: bool = True, title: str | None = None) -> dict:
     """Everything scripts/landscape.py reports for one run; written to curvature.json (and the two PNGs)."""
     from hydra.utils import instantiate
 
@@ -165,7 +165,7 @@ def analyse_run(run_dir: str | Path, checkpoint: str = "last", batches: int = 4,
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     if write:
         (run_dir / "curvature.json").write_text(json.dumps(result, indent=2))
-        title = f"{run_dir.name} ({path.name})"
+        title = f"{title or run_dir.name} ({path.name})"
         plots.interpolation(run_dir / "landscape_1d.png", line, title)
         plots.surface(run_dir / "landscape_2d.png", result["surface"], title)
     return result
@@ -208,8 +208,9 @@ def lambda_max(run_dir: str | Path) -> float | None:
 
 
 def analyse_sweep(sweep_dir: str | Path, **options) -> list[tuple[str, dict]]:
-    """analyse_run on every completed run of a sweep; one plot of all their interpolation curves
-    (`landscape_1d.png` in the sweep directory) and the sweep report rewritten with its lambda_max column.
+    """analyse_run on every completed run of a sweep; all their interpolation curves in one plot and their
+    surfaces side by side (`landscape_1d.png`, `landscape_2d.png` in the sweep directory) and the sweep report
+    rewritten with its lambda_max column.
     Returns (label, result) per run."""
     from dltrain import report
     from dltrain.analysis import plots
@@ -223,7 +224,9 @@ def analyse_sweep(sweep_dir: str | Path, **options) -> list[tuple[str, dict]]:
     results = []
     for job in done:
         log.info("landscape: %s", job.dir)
-        results.append((report.label(job, keys), analyse_run(job.dir, **options)))
+        name = report.label(job, keys)
+        results.append((name, analyse_run(job.dir, title=name, **options)))
     plots.sweep_interpolation(sweep_dir / "landscape_1d.png", results, sweep_dir.name)
+    plots.sweep_surfaces(sweep_dir / "landscape_2d.png", results, sweep_dir.name)
     report.write_report(sweep_dir)
     return results

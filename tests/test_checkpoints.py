@@ -24,13 +24,7 @@ KEYS = {"format", "model", "optimizer", "scheduler", "scaler", "ema", "epoch", "
         "final", "status", "callbacks", "rng", "config", "overrides", "versions", "threads"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and leaves the other core to the rest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ _spec.loader.exec_module(cli)
 QUICK = dict(batches=1, k=3, probes=4, grid=5, device="cpu")   # what the run-level tests need: seconds, not minutes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed=0):
@@ -254,6 +249,12 @@ def test_init_pt_holds_the_initial_weights_and_the_seeded_rebuild_reproduces_the
         assert torch.equal(tensor, state["model"][name]), name
     result = analyse_run(run, **QUICK)
     assert result["interpolation"]["init"].startswith("rebuilt from seed 3") and "train_loss" in result["interpolation"]
+    # a run that started from another run's weights cannot be rebuilt without its init.pt: no line, and it says so
+    tuned, _ = trained_run(tmp_path / "tuned", "trainer.max_epochs=1", f"model.init_from={run}/checkpoints/last.pt")
+    (tuned / "checkpoints" / "init.pt").unlink()
+    line = analyse_run(tuned, **QUICK)["interpolation"]
+    assert "train_loss" not in line and "model.init_from=" in line["init"] and "cannot be rebuilt" in line["init"]
+    assert (tuned / "landscape_1d.png").is_file()
 
 
 def test_the_tool_refuses_a_run_without_checkpoints_and_bad_options(tmp_path, capsys):

@@ -21,6 +21,22 @@ def _plain_log_ticks(ax) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
+def _line_axes(ax_loss, ax_acc, what: str) -> None:
+    """Loss (log scale) and accuracy against α, with the two ends marked."""
+    ax_loss.set(xlabel="α", ylabel=f"{what}loss", yscale="log")
+    _plain_log_ticks(ax_loss)
+    ax_acc.set(xlabel="α", ylabel=f"{what}accuracy")
+    for ax in (ax_loss, ax_acc):
+        _mark_ends(ax)
+        ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    _pyplot().close(fig)
+
+
 def _mark_ends(ax) -> None:
     for x, name in ((0, "init"), (1, "final")):
         ax.axvline(x, color="grey", lw=0.8, ls=":")
@@ -31,27 +47,22 @@ def interpolation(path: Path, line: dict, title: str) -> None:
     """Loss (log scale) and accuracy along θ(α) = (1−α)·θ_init + α·θ_final, train and val; when the initial
     weights are unknown, a figure that says so."""
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     if "train_loss" not in line:
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, line["init"], ha="center", va="center", wrap=True, fontsize=9, transform=ax.transAxes)
-            ax.set_axis_off()
-    else:
-        for split, style in (("train", "-"), ("val", "--")):
-            if f"{split}_loss" in line:
-                ax_loss.plot(line["alpha"], line[f"{split}_loss"], style, marker=".", ms=3, label=split)
-                ax_acc.plot(line["alpha"], line[f"{split}_acc"], style, marker=".", ms=3, label=split)
-        ax_loss.set(xlabel="α", ylabel="loss", yscale="log")
-        _plain_log_ticks(ax_loss)
-        ax_acc.set(xlabel="α", ylabel="accuracy")
-        for ax in (ax_loss, ax_acc):
-            _mark_ends(ax)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        fig, ax = plt.subplots(figsize=(10, 1.4))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"{title}: no interpolation from the initial weights\n{line['init']}", ha="center",
+                va="center", fontsize=9, transform=ax.transAxes)
+        _save(fig, path)
+        return
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split, style in (("train", "-"), ("val", "--")):
+        if f"{split}_loss" in line:
+            ax_loss.plot(line["alpha"], line[f"{split}_loss"], style, marker=".", ms=3, label=split)
+            ax_acc.plot(line["alpha"], line[f"{split}_acc"], style, marker=".", ms=3, label=split)
+    _line_axes(ax_loss, ax_acc, "")
+    ax_loss.legend(fontsize=7)
     fig.suptitle(f"{title}: (1−α)·init + α·final; init: {line['init']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _levels(surfaces: list[dict]):
@@ -83,9 +94,7 @@ def surface(path: Path, surface: dict, title: str) -> None:
     filled = _contours(ax, surface, _levels([surface]),
                        f"{title}\ntraining loss at θ + a·d₁ + b·d₂ (filter-normalised d₁, d₂); ★ θ")
     fig.colorbar(filled, ax=ax, label="training loss", format="%.3g")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def sweep_surfaces(path: Path, results: list[tuple[str, dict]], title: str) -> None:
@@ -115,14 +124,7 @@ def sweep_interpolation(path: Path, results: list[tuple[str, dict]], title: str)
         name = f"{label} (λmax {result['lambda_max']:.3g})"
         (drawn,) = ax_loss.plot(line["alpha"], line["train_loss"], label=name)
         ax_acc.plot(line["alpha"], line["train_acc"], color=drawn.get_color(), label=name)
-    ax_loss.set(xlabel="α", ylabel="training loss", yscale="log")
-    _plain_log_ticks(ax_loss)
-    ax_acc.set(xlabel="α", ylabel="training accuracy")
-    for ax in (ax_loss, ax_acc):
-        _mark_ends(ax)
-        ax.grid(alpha=0.3)
+    _line_axes(ax_loss, ax_acc, "training ")
     ax_loss.legend(fontsize=7)
     fig.suptitle(f"{title}: (1−α)·init + α·final of every run", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)

@@ -163,8 +163,14 @@ def test_filter_normalised_direction_has_each_filters_norm_and_zero_on_1d_parame
     assert torch.equal(d["conv.bias"], torch.zeros(5)) and torch.equal(d["norm.weight"], torch.zeros(4))
 
 
-def test_batched_points_equal_the_model_evaluated_one_point_at_a_time():
-    model, batches = tiny_net(), tiny_batches()
+def tiny_conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("make", [tiny_net, tiny_conv_net])   # vmap, and one call per point (convolutions)
+def test_batched_points_equal_the_model_evaluated_one_point_at_a_time(make):
+    model, batches = make(), tiny_batches()
     start = {n: torch.randn_like(p) for n, p in model.named_parameters()}
     final = landscape.float_state(model)
     alphas = [-0.5, 0.0, 0.3, 1.0, 1.5]

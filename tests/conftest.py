@@ -55,6 +55,17 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster and leaves the other core to the rest."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def fast_cfg():
     """compose_config for the small synthetic setting, with the run dir under tmp."""
     from dltrain.config import compose_config
@@ -63,15 +74,3 @@ def fast_cfg():
         return compose_config([*FAST, *overrides], output_dir=output_dir)
 
     return make
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models: one thread is faster and leaves the other core to the rest (use with
-    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

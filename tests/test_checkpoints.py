@@ -54,7 +54,9 @@ def test_every_checkpoint_a_run_writes_loads_with_weights_only(fast_cfg, tmp_pat
     result = Trainer(cfg).fit()
     assert result["status"] == "completed"
     names = [p.name.split("_", 1)[1] for p in saved]
-    # 2 × 12 steps: last.pt at steps 5, 10, 15, 20 and at both epoch ends, best.pt when val/acc improved
+    # 2 × 12 steps: init.pt at step 0, last.pt at steps 5, 10, 15, 20 and at both epoch ends, best.pt when val/acc
+    # improved
+    assert names[0] == "init.pt" and names.count("init.pt") == 1
     assert names.count("last.pt") == 4 + 2 and "best.pt" in names
     for path in saved:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -62,7 +64,8 @@ def test_every_checkpoint_a_run_writes_loads_with_weights_only(fast_cfg, tmp_pat
         assert state["callbacks"]["EarlyStopping"]["bad_epochs"] >= 0
         assert state["config"]["optimizer"]["_target_"] == "torch.optim.Adam"
         assert all(torch.isfinite(t).all() for t in state["model"].values())
-    mid = torch.load(saved[0], weights_only=True)
+    assert torch.load(saved[0], weights_only=True)["step"] == 0
+    mid = torch.load(saved[1], weights_only=True)
     assert (mid["step"], mid["epoch"], mid["batch"]) == (5, 0, 5)
     assert mid["data_order"] == {"seed": 0, "epoch": 0, "batch": 5}
 

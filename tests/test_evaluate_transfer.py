@@ -79,7 +79,7 @@ def test_evaluate_a_snapshot_ensemble(tmp_path, fast_cfg):
     assert (run / "confusion_val_snapshots.png").is_file()
     # the ensemble's prediction is the mean of its members' logits: its loss and accuracy, recomputed by hand
     from dltrain.data import build_datamodule
-    from dltrain.ensemble import snapshot_paths
+    from dltrain.analysis.ensemble import snapshot_paths
     from dltrain.models import build_model
 
     members = []

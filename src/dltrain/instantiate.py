@@ -11,4 +11,7 @@ def instantiate_without(node: DictConfig, drop: tuple[str, ...] = (), **kwargs):
     if node.get("_target_") is None:
         return None
     keep = [k for k in node.keys() if k not in drop]
-    return instantiate(OmegaConf.masked_copy(node, keep), **kwargs)
+    # resolved first, while the node still has its parents: a copy on its own could not resolve an
+    # interpolation into the rest of the config (configs/experiment/sharpness.yaml's optimizer.lr)
+    plain = OmegaConf.to_container(node, resolve=True)
+    return instantiate(OmegaConf.create({k: plain[k] for k in keep}), **kwargs)

@@ -50,6 +50,8 @@ class Trainer:
     checkpoint_every_n_steps: Optional[int] = rule(None, rng=(1, None), safe=True)
     auto_batch_size: bool = False
     diagnostics_every_n_steps: Optional[int] = rule(100, rng=(0, None), safe=True)
+    # curv/lambda_max and curv/trace every N epochs (callbacks/curvature.py); a diagnostic, it never steps the model
+    curvature_every_n_epochs: Optional[int] = rule(None, rng=(1, None), safe=True)
     progress_bar: Any = rule("auto", choices=["auto", True, False], safe=True)
     profiler: bool = False
     log_every_n_steps: int = rule(50, rng=(1, None), safe=True)

@@ -39,45 +39,56 @@ def find_checkpoint(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
+def run_config(run_dir: Path):
+    """The run's composed config (`.hydra/config.yaml`), checked as a file from someone else must be (trust.py),
+    pointed at its directory; `model.init_from` is cleared because a checkpoint of the run holds every weight."""
+    from dltrain import trust
+    from dltrain.config import register_resolvers
+
+    register_resolvers()
+    config_file = Path(run_dir) / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config_file)
+    trust.check_config(OmegaConf.to_container(cfg, resolve=False), str(config_file))  # before building anything
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths.output_dir = str(run_dir)
+    cfg.model.init_from = None
+    cfg.trainer.devices = 1             # the evaluation's device is its own, not the run's GPU lease
+    return cfg
+
+
+def load_model(cfg, path: Path, device: torch.device):
+    """The run's model with the weights of checkpoint `path` (loaded weights-only); returns (model, checkpoint)."""
+    from dltrain.checkpoint import load
+    from dltrain.models import build_model
+
+    model = build_model(cfg).to(device)
+    state = load(path, map_location=device)
+    model.load_state_dict(state["model"])
+    return model, state
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", device: str | None = None,
                  write: bool = True, ensemble: str | None = None) -> dict:
     """`ensemble="snapshots"`: the mean logits of every checkpoints/snapshot_<i>.pt (scheduler=cosine_restarts
     with snapshots) instead of one checkpoint."""
-    from dltrain import trust
     from dltrain.build import build_run
-    from dltrain.checkpoint import load
-    from dltrain.config import register_resolvers
 
-    register_resolvers()
     run_dir = Path(run_dir)
-    config_file = run_dir / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(config_file)
-    trust.check_config(OmegaConf.to_container(cfg, resolve=False), str(config_file))  # before building anything
-    OmegaConf.set_struct(cfg, False)
-    cfg.paths.output_dir = str(run_dir)
-    cfg.model.init_from = None          # the checkpoint below holds every weight
-    cfg.trainer.devices = 1             # the evaluation's device is `device`, not the run's GPU lease
+    cfg = run_config(run_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if ensemble not in (None, "snapshots"):
         raise ValueError(f"ensemble={ensemble!r} is not one of ['snapshots']")
-    run = build_run(cfg, device)        # the model, data and loss the run trained with
+    run = build_run(cfg, device)        # the data and loss the run trained with
     if ensemble == "snapshots":
         from dltrain.analysis.ensemble import Ensemble, snapshot_paths
-        from dltrain.models import build_model
 
-        members = []
-        for path in snapshot_paths(run_dir):
-            member = build_model(cfg).to(device)
-            member.load_state_dict(load(path, map_location=device)["model"])
-            members.append(member)
+        members = [load_model(cfg, path, device)[0] for path in snapshot_paths(run_dir)]
         model, state = Ensemble(members), {"epoch": None}
         ckpt_path = run_dir / "checkpoints" / f"snapshot_*.pt ({len(members)} members)"
     else:
-        model = run.model
         ckpt_path = find_checkpoint(run_dir, checkpoint)
-        state = load(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
+        model, state = load_model(cfg, ckpt_path, device)
     model.eval()
     data, loss_fn = run.data, run.loss_fn
     n = int(cfg.data.num_classes)

@@ -85,6 +85,12 @@ class Job:
         return (self.metrics or {}).get("wall_s")
 
     @property
+    def lambda_max(self):  # from the run's curvature.json (scripts/landscape.py), or None
+        from dltrain.analysis.runs import lambda_max
+
+        return lambda_max(self.dir)
+
+    @property
     def warnings(self) -> list[str]:
         return list((self.metrics or {}).get("warnings") or [])
 
@@ -184,6 +190,8 @@ def rows(jobs: list[Job], keys: list[str] | None = None) -> list[dict[str, Any]]
             "epochs": job.epochs, "steps": (job.metrics or {}).get("steps"), "wall_s": job.wall_s,
             "warnings": len(job.warnings), "overrides": " ".join(job.overrides),
         })
+        if job.lambda_max is not None:
+            row["lambda_max"] = job.lambda_max
         out.append(row)
     return out
 
@@ -207,12 +215,17 @@ def markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], images: list[str
     head = ["overrides", "status", "best val/acc", "final val/acc", "final val/loss", "test/acc", "epochs", "wall s"]
     if seeds:
         head.insert(2, "n")
+    curvature = any(j.lambda_max is not None for j in jobs)
+    if curvature:
+        head.append("lambda_max")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         cells = [g.label, g.status, g.cell("best_acc"), g.cell("final_acc"), g.cell("final_loss"), g.cell("test_acc"),
                  g.cell("epochs", 0), g.cell("wall_s", 1)]
         if seeds:
             cells.insert(2, str(len(g.jobs)))
+        if curvature:
+            cells.append(g.cell("lambda_max"))
         lines.append("| " + " | ".join(cells) + " |")
     bad = [j for j in jobs if j.status not in ("completed", "stopped_early")]
     lines += ["", "## Failed, diverged or interrupted runs", ""]

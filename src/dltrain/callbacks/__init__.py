@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 from dltrain.callbacks.base import Callback
 from dltrain.callbacks.checkpoint import Checkpoint
 from dltrain.callbacks.csvlog import MetricsCSV
+from dltrain.callbacks.curvature import Curvature
 from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
@@ -41,6 +42,8 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
         callbacks.append(ProgressBar())
     if main and cfg.trainer.diagnostics_every_n_steps:
         callbacks.append(Diagnostics(cfg.trainer.diagnostics_every_n_steps))
+    if main and cfg.trainer.curvature_every_n_epochs:
+        callbacks.append(Curvature(cfg.trainer.curvature_every_n_epochs))
     return callbacks
 
 

@@ -1,7 +1,7 @@
-"""When to write checkpoints: last.pt at the end of every epoch, every `trainer.checkpoint_every_n_steps`
-steps and when a stop signal ends the run; best.pt when val/acc improves. What a checkpoint holds and how it
-is written is `dltrain.checkpoint`'s business; the trainer has checked the weights are finite before any
-of these hooks fires."""
+"""When to write checkpoints: init.pt at step 0 (the initial weights, which scripts/landscape.py interpolates
+from), last.pt at the end of every epoch, every `trainer.checkpoint_every_n_steps` steps and when a stop signal
+ends the run; best.pt when val/acc improves. What a checkpoint holds and how it is written is
+`dltrain.checkpoint`'s business; the trainer has checked the weights are finite before any of these hooks fires."""
 from __future__ import annotations
 
 from dltrain import checkpoint
@@ -10,6 +10,10 @@ from dltrain.errors import Interrupted
 
 
 class Checkpoint(Callback):
+    def on_fit_start(self, trainer) -> None:
+        if trainer.state.step == 0:  # a fresh run, not a resumed one: its initial weights
+            checkpoint.save_atomic(checkpoint.snapshot(trainer), trainer.out_dir / "checkpoints" / "init.pt")
+
     def on_checkpoint_due(self, trainer) -> None:
         self.save(trainer)
 

@@ -212,7 +212,7 @@ def analyse_sweep(sweep_dir: str | Path, **options) -> list[tuple[str, dict]]:
     surfaces side by side (`landscape_1d.png`, `landscape_2d.png` in the sweep directory) and the sweep report
     rewritten with its lambda_max column.
     Returns (label, result) per run."""
-    from dltrain import report
+    from dltrain.analysis import report
     from dltrain.analysis import plots
 
     sweep_dir = Path(sweep_dir)

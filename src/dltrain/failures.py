@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 FAILED_JOBS: list[str] = []   # filled when a sweep ends; read by cli.main for the exit code
-OK = ("completed", "stopped_early")
+OK = ("completed", "stopped_early", "pruned")   # pruned: a search stopped a hopeless trial, a result
 
 
 def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:

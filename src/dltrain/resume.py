@@ -36,7 +36,7 @@ SAFE_TO_CHANGE = (
     "resume", "name",                                      # bookkeeping
 )
 # resume=auto does not rerun these; interrupted, failed or missing runs are (re)started.
-FINISHED = ("completed", "stopped_early", "diverged")
+FINISHED = ("completed", "stopped_early", "diverged", "pruned")
 
 
 def checkpoint_path(resume: str | Path) -> Path:

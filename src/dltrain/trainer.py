@@ -28,7 +28,7 @@ from dltrain.nn.penalties import add_penalty_gradients
 from dltrain.optim import build_optimizer, build_scheduler, optimizer_factory, split_parameters
 from dltrain import resume
 from dltrain.batch_size import fit_batch_size
-from dltrain.errors import Diverged, Interrupted, one_line  # noqa: F401 - Diverged: NaN/inf loss, a result
+from dltrain.errors import Diverged, Interrupted, Pruned, one_line  # noqa: F401 - Diverged, Pruned: results
 from dltrain.runinfo import library_versions, seed_everything
 from dltrain.signals import StopSignals
 from dltrain.steplog import StepLog
@@ -186,6 +186,9 @@ class Trainer:
         except Diverged as e:
             self.state.status = "diverged"
             log.warning("run diverged: %s", e)
+        except Pruned as e:  # the search's pruner stopped this trial (callbacks/pruning.py)
+            self.state.status = "pruned"
+            log.info("run pruned: %s", e)
         except Interrupted as e:
             self.state.status = "interrupted"
             log.warning("run interrupted: %s", e)

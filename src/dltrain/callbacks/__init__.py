@@ -9,6 +9,7 @@ from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
 from dltrain.callbacks.profiler import Profiler
+from dltrain.callbacks.pruning import trial_callbacks
 from dltrain.callbacks import progress
 from dltrain.callbacks.progress import ProgressBar
 from dltrain.callbacks.runlog import RunLog
@@ -27,6 +28,7 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
         logger = instantiate_without(cfg.logger)
         if logger is not None:
             callbacks.append(logger())
+        callbacks += trial_callbacks()  # a hparams_search trial; before Checkpoint, which saves its best value
         if not cfg.trainer.fast_dev_run:
             callbacks.append(Checkpoint())
             if cfg.scheduler.get("snapshots"):

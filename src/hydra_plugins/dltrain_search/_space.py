@@ -1,0 +1,121 @@
+"""The search space of `hparams_search`, read with Hydra's own override parser. (The leading _ keeps Hydra's
+plugin scan away: it runs each module without registering it first, which breaks dataclasses.)
+
+`hydra.sweeper.params` (from the preset) and the command line's overrides are read in that order, as
+`key=value` lines; a key given again replaces what came before, so the command line wins, and a plain value
+there (`data.batch_size=128`) fixes a parameter of the preset. Each sweep expression becomes an Optuna
+distribution:
+
+    interval(a, b)            FloatDistribution(a, b), or IntDistribution when a and b are both whole numbers
+    tag(log, interval(a, b))  the same, log-uniform
+    range(a, b[, s])          IntDistribution(a, last, step=s) (Python's range: b excluded), or
+                              FloatDistribution with that step when a number is a float
+    choice(x, y, …)           CategoricalDistribution([x, y, …]); also shuffle(range(…)) as the set it lists
+
+Other lines (`data=synthetic`, `trainer.max_epochs=5`, `resume=auto`) are fixed and passed to every trial.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SpaceError(ValueError):
+    """A search-space line that cannot become a distribution; the message names the line."""
+
+
+@dataclass
+class Space:
+    distributions: dict[str, Any] = field(default_factory=dict)   # key (the parameter's name) → distribution
+    fixed: dict[str, str] = field(default_factory=dict)           # key → its line, as given
+    written: dict[str, str] = field(default_factory=dict)         # key → as an override writes it (`+key`)
+
+    def trial_overrides(self, params: dict[str, Any]) -> list[str]:
+        """The task overrides of the trial that drew `params` (the fixed lines first, in the order given)."""
+        return [*self.fixed.values(),
+                *(f"{self.written.get(key, key)}={format_value(value)}" for key, value in params.items())]
+
+    def fixed_value(self, key: str) -> str | None:
+        line = self.fixed.get(key)
+        return None if line is None else line.split("=", 1)[1]
+
+
+def format_value(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)  # ints; strings are already escaped for the grammar (Transformer.encode)
+
+
+def parse(lines: list[str]) -> Space:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    space = Space()
+    for line in lines:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except Exception as e:  # noqa: BLE001 - Hydra's parse errors name the line
+            raise SpaceError(f"{line}: cannot parse it ({str(e).strip().splitlines()[0]})") from None
+        if override.is_hydra_override():
+            raise SpaceError(f"{line}: a hydra.* key cannot be searched")
+        name = override.key_or_group + (f"@{override.package}" if override.package is not None else "")
+        space.distributions.pop(name, None)
+        space.fixed.pop(name, None)
+        if override.is_sweep_override():
+            space.distributions[name] = distribution(override, line)
+            space.written[name] = override.get_key_element()
+        else:
+            space.fixed[name] = line
+    return space
+
+
+def distribution(override, line: str):
+    from hydra.core.override_parser.types import Transformer
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = override.value()
+    tags = set(getattr(value, "tags", ()) or ())
+    if tags - {"log"}:
+        raise SpaceError(f"{line}: tag({', '.join(sorted(tags - {'log'}))}, …) means nothing to the search; "
+                         f"only tag(log, interval(…)) is read")
+    log = "log" in tags
+    if override.is_interval_sweep():
+        lo, hi = value.start, value.end
+        if log and lo <= 0:
+            raise SpaceError(f"{line}: a log-uniform interval needs a lower bound > 0")
+        if lo >= hi:
+            raise SpaceError(f"{line}: interval({lo}, {hi}) is empty")
+        if isinstance(lo, int) and isinstance(hi, int):
+            return IntDistribution(lo, hi, log=log)
+        return FloatDistribution(float(lo), float(hi), log=log)
+    if log:
+        raise SpaceError(f"{line}: tag(log, …) applies to interval(…) only")
+    if override.is_range_sweep() and not value.shuffle:
+        start, stop, step = value.start, value.stop, value.step
+        values = list(override.sweep_iterator())
+        if not values:
+            raise SpaceError(f"{line}: range({start}, {stop}, {step}) is empty")
+        if all(isinstance(v, int) for v in (start, stop, step)):
+            return IntDistribution(int(values[0]), int(values[-1]), step=int(step))
+        return FloatDistribution(float(values[0]), float(values[-1]), step=float(step))
+    if override.is_choice_sweep() or override.is_range_sweep():
+        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not all(isinstance(c, (str, int, float, bool, type(None))) for c in choices):
+            raise SpaceError(f"{line}: choice(…) takes numbers, strings, booleans or null, not lists or dicts")
+        return CategoricalDistribution(choices)
+    raise SpaceError(f"{line}: {type(value).__name__} cannot be searched; use interval, range or choice")
+
+
+def representative_values(dist) -> list[Any]:
+    """Values that exercise a distribution's whole range when its configs are checked: each choice, or the two
+    ends of a numeric range."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high] if dist.low != dist.high else [dist.low]

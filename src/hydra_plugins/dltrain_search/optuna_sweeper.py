@@ -13,7 +13,7 @@ One sweep, one Optuna study, kept in a storage (dltrain/study.py: by default `<s
    whichever process ran them; a trial asked for after the study was full (two workers asking at the same
    moment) is recorded as FAILED with the user attribute `dltrain_surplus` and never runs.
 3. Trials are asked for `n_jobs` at a time, launched as ordinary jobs (their own run directory
-   `trial=<number>,<overrides>`, TensorBoard log and metrics.json) with `hydra.sweeper.trial=<number>` and
+   `trial=<number>,<the values it drew>`, TensorBoard log and metrics.json) with `hydra.sweeper.trial=<number>` and
    `hydra.sweeper.storage=<URL>`, through which the job reports each epoch and is pruned
    (dltrain/callbacks/pruning.py). Each job's metrics.json says how it ended: completed → COMPLETE with its
    objective, pruned → PRUNED, diverged or failed → FAILED (TPE leaves those out of its model; the search goes
@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+_MISSING = object()
 SURPLUS = "dltrain_surplus"
 
 
@@ -101,7 +102,8 @@ class OptunaSweeper(Sweeper):
             if not batch:
                 break
             overrides = [space.trial_overrides(params) + [f"hydra.sweeper.trial={number}",
-                                                          f"hydra.sweeper.storage={quoted(self.url)}"]
+                                                          f"hydra.sweeper.storage={quoted(self.url)}",
+                                                          f"hydra.sweep.subdir={quoted(run_name(number, params))}"]
                          for number, params in batch]
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
@@ -116,7 +118,7 @@ class OptunaSweeper(Sweeper):
         return None
 
     def problems(self, space) -> list[str]:
-        from dltrain.study import DIRECTIONS, build_pruner, url_problem
+        from dltrain.study import DIRECTIONS, PRUNERS, build_pruner, url_problem
 
         p = []
         if self.direction not in DIRECTIONS:
@@ -133,41 +135,70 @@ class OptunaSweeper(Sweeper):
             problem = url_problem(str(self.storage))
             if problem:
                 p.append(f"hydra.sweeper.storage={self.storage}: {problem}")
-        try:
-            build_pruner(self.pruner, self.pruner_args)
-        except (ValueError, TypeError) as e:
-            p.append(f"hydra.sweeper.pruner={self.pruner} with pruner_args={self.pruner_args}: {e}")
+        if self.pruner not in PRUNERS:
+            p.append(f"hydra.sweeper.pruner={self.pruner!r} is not one of {list(PRUNERS)}")
+        else:
+            try:
+                build_pruner(self.pruner, self.pruner_args)
+            except (ValueError, TypeError) as e:
+                p.append(f"hydra.sweeper.pruner_args={self.pruner_args} for the {self.pruner} pruner: {e}")
         if not space.distributions:
             p.append("hparams_search: nothing to search; give hydra.sweeper.params or a command-line range such "
                      "as 'optimizer.lr=tag(log, interval(1e-4, 1))'")
         return p + self.config_problems(space)
 
     def config_problems(self, space) -> list[str]:
-        """Each choice and both ends of each range composed as a trial would be (the others at their first
-        value) and validated as a run's config; the objective must be a tag the run logs."""
+        """The run's config with the fixed overrides must compose and log the objective; every searched key must
+        exist; each choice and both ends of each range, composed as a trial would be (the other parameters at
+        their first value), must pass the run's own validation."""
         from hydra_plugins.dltrain_search._space import representative_values
 
         from dltrain.config import validate
 
-        values = {key: representative_values(d) for key, d in space.distributions.items()}
+        base, problems = self.compose(list(space.fixed.values()))
+        if base is None:
+            return problems
+        tags = ["val/loss", *(f"val/{m}" for m in base.metrics)]
+        if base.trainer.get("ema_decay"):
+            tags += [t.replace("val/", "val_ema/") for t in tags]
+        if self.objective not in tags:
+            problems.append(f"hydra.sweeper.objective={self.objective!r} is not a tag the runs log after every "
+                            f"epoch; choose one of {tags}")
+        keys = [key for key in space.distributions if self.key_problem(key, base, problems)]
+        values = {key: representative_values(space.distributions[key]) for key in keys}
         first = {key: vals[0] for key, vals in values.items()}
-        variants = [first] + [{**first, key: v} for key, vals in values.items() for v in vals[1:]]
-        problems: list[str] = []
-        for params in variants:
-            try:
-                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, space.trial_overrides(params))
-            except Exception as e:  # noqa: BLE001 - Hydra's message names the override
-                problems.append(" ".join(str(e).strip().splitlines()[:2]))
-                continue
-            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            problems += validate(cfg)
-            tags = ["val/loss", *(f"val/{m}" for m in cfg.metrics)]
-            if cfg.trainer.get("ema_decay"):
-                tags += [t.replace("val/", "val_ema/") for t in tags]
-            if self.objective not in tags:
-                problems.append(f"hydra.sweeper.objective={self.objective!r} is not a tag the runs log at the end of "
-                                f"an epoch; choose one of {tags}")
+        for params in [first] + [{**first, key: v} for key, vals in values.items() for v in vals[1:]]:
+            cfg, composing = self.compose(space.trial_overrides(params))
+            problems += composing
+            if cfg is not None:
+                problems += validate(cfg)
         return problems
+
+    def compose(self, overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
+        """A job's config (without its hydra node) as the launcher will compose it, or None and why not."""
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        except Exception as e:  # noqa: BLE001 - Hydra's message names the override
+            return None, [" ".join(line.strip() for line in str(e).strip().splitlines()[:2])]
+        return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), []
+
+    def key_problem(self, key: str, base: DictConfig, problems: list[str]) -> bool:
+        """Whether a searched key is a config group or key of the run; notes the problem when it is not."""
+        import difflib
+
+        written = key.lstrip("+~").split("@")[0]
+        if written in self.config.hydra.runtime.choices or key.startswith("+"):
+            return True
+        if OmegaConf.select(base, written, default=_MISSING) is not _MISSING:
+            return True
+        parent, _, name = written.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        options = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        problems.append(f"search parameter {key}: {parent or 'the config'} has no key {name}{hint}; "
+                        f"its keys: {', '.join(sorted(options))}")
+        return False
 
     # -- the study ----------------------------------------------------------------------------------------
     def open_study(self):
@@ -289,6 +320,14 @@ class OptunaSweeper(Sweeper):
         tmp = path.with_suffix(".yaml.tmp")
         OmegaConf.save(OmegaConf.create(results), tmp)
         tmp.replace(path)
+
+
+def run_name(number: int, params: dict) -> str:
+    """A trial's run directory: its number and the values it drew (the options every trial shares are in its
+    .hydra/overrides.yaml; in the name they would only make it long, past the file system's 255 characters)."""
+    from hydra_plugins.dltrain_search._space import format_value
+
+    return ",".join([f"trial={number}", *(f"{key}={format_value(value)}" for key, value in params.items())])
 
 
 def quoted(value: str) -> str:

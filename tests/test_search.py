@@ -180,27 +180,27 @@ def test_two_workers_started_at_once_share_one_study_and_never_run_a_trial_twice
 
 
 def test_successive_halving_stops_hopeless_trials_early_and_still_finds_the_best(tmp_path):
-    # log-uniform lr over [1e-7, 1]: about half of the draws are far too small to learn anything in 4 epochs
+    # half of the learning rates are hopeless: at 1e-6 nothing is learnt in 4 epochs, at 0.3 or 1.0 a lot is
     run_cli(["-m", "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=8",
              "hydra.sweeper.pruner=successive_halving", "+hydra.sweeper.pruner_args.reduction_factor=2",
-             "optimizer.lr=tag(log, interval(1e-7, 1.0))", "data.batch_size=32", *TINY, "trainer.max_epochs=4",
-             "trainer.limit_train_batches=4"], cwd=tmp_path, env=ENV)
+             "+hydra.sweeper.pruner_args.min_resource=1", "optimizer.lr=choice(1e-6, 3e-6, 0.3, 1.0)",
+             "data.batch_size=64", *TINY, "trainer.max_epochs=4", "trainer.limit_train_batches=8",
+             "trainer.limit_val_batches=2"], cwd=tmp_path, env=ENV)
     sweep = the_sweep(tmp_path)
     study = optuna.load_study(study_name="dltrain", storage=f"sqlite:///{sweep / 'optuna.db'}")
     dirs = trial_dirs(sweep)
     runs = {t.number: metrics(dirs[t.number]) for t in study.trials}
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     hopeless = [t for t in study.trials if t.params["optimizer.lr"] < 1e-4]
-    good = [t for t in study.trials if t.params["optimizer.lr"] > 1e-2]
-    assert hopeless and good, "the seeded sampler drew both kinds of learning rate"
+    assert hopeless and len(hopeless) < len(study.trials), "the seeded sampler drew both kinds of learning rate"
     assert pruned, "successive halving pruned nothing"
-    for t in pruned:
+    for t in pruned:   # stopped at once: fewer epochs, no test evaluation, the epoch it was pruned at reported last
         assert runs[t.number]["status"] == "pruned" and runs[t.number]["epochs"] < 4
-        assert runs[t.number]["epochs"] == t.last_step and not runs[t.number]["test"]   # stopped at once
+        assert runs[t.number]["epochs"] == t.last_step and not runs[t.number]["test"]
+    assert [t for t in hopeless if t.state == optuna.trial.TrialState.PRUNED], "no hopeless trial was pruned"
     assert sum(r["epochs"] for r in runs.values()) < 4 * len(runs)
-    best_of_runs = max(r["best"]["val/acc"] for r in runs.values() if r["best"]["val/acc"] is not None)
-    assert study.best_value == best_of_runs and study.best_trial.params["optimizer.lr"] > 1e-2
-    assert max(runs[t.number]["best"]["val/acc"] for t in hopeless) < best_of_runs
+    best_of_runs = max(r["best"]["val/acc"] for r in runs.values())
+    assert study.best_value == best_of_runs and study.best_trial.params["optimizer.lr"] >= 0.3
     summary = (sweep / "summary.md").read_text()
     assert "### Pruned trials" in summary
     assert all(f"| {t.number} | {t.last_step} |" in summary for t in pruned)

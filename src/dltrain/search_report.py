@@ -113,14 +113,17 @@ def importance_lines(study, complete: list) -> list[str]:
     if len(complete) < 2 or not varied:
         return ["Not computed: it needs at least two completed trials whose parameters differ."]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             importances = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
     except Exception as e:  # noqa: BLE001 - too few or too similar trials for the evaluator
         return [f"Not computed ({type(e).__name__}: {e})."]
-    return (["PED-ANOVA (Watanabe et al. 2023) over the completed trials: the share of the objective's variation "
-             "among the good trials that each parameter explains.", "", "| parameter | importance |", "|---|---|"]
-            + [f"| `{k}` | {v:.3f} |" for k, v in importances.items()])
+    lines = ["PED-ANOVA (Watanabe et al. 2023) over the completed trials: how much each parameter's distribution "
+             "differs between the best 10 % of them and all of them (shares summing to 1).", "",
+             "| parameter | importance |", "|---|---|"] + [f"| `{k}` | {v:.3f} |" for k, v in importances.items()]
+    if any("equal" in str(w.message) for w in caught):  # the evaluator's own warning: best 10 % = all of them
+        lines += ["", "Too few completed trials to tell the best ones apart: these shares are not informative."]
+    return lines
 
 
 def plots(sweep_dir: Path) -> list[str]:

@@ -8,8 +8,8 @@ another process or on another machine (submitit, SLURM).
 
 After every epoch it reports the best value of the objective so far (`hydra.sweeper.objective`, default
 `val/acc`, best in `hydra.sweeper.direction`): the value the trial would have if it stopped there, and the
-value the sweeper tells when it completes. Then it asks the pruner; a pruned trial raises `Pruned`, which the
-trainer records as `status: pruned`. `metrics.json` gets a `trial` section: number, objective, value.
+value the sweeper tells when it completes. Then, but after the last epoch, it asks the pruner; a pruned trial
+raises `Pruned`, which the trainer records as `status: pruned`. `metrics.json` gets a `trial` section: number, objective, value.
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ class ReportToTrial(Callback):
             self.best = float(value)
         epoch = trainer.state.epoch
         self.trial.report(self.best, epoch)
+        if epoch >= trainer.max_epochs:  # the last epoch: nothing left to save, the trial completes
+            return
         if self.trial.should_prune():
             raise Pruned(f"trial {self.number}: {self.objective} {self.best:.4f} at epoch {epoch} is not among "
                          f"the best trials at this epoch ({self.pruner} pruner)")

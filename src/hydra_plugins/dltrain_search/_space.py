@@ -6,10 +6,11 @@ plugin scan away: it runs each module without registering it first, which breaks
 there (`data.batch_size=128`) fixes a parameter of the preset. Each sweep expression becomes an Optuna
 distribution:
 
-    interval(a, b)            FloatDistribution(a, b), or IntDistribution when a and b are both whole numbers
+    interval(a, b)            FloatDistribution(a, b) (Hydra reads an interval as floats, whatever is written)
     tag(log, interval(a, b))  the same, log-uniform
     range(a, b[, s])          IntDistribution(a, last, step=s) (Python's range: b excluded), or
                               FloatDistribution with that step when a number is a float
+    tag(log, range(a, b))     IntDistribution(a, b - 1, log=True): whole numbers, log-uniform (e.g. a width)
     choice(x, y, …)           CategoricalDistribution([x, y, …]); also shuffle(range(…)) as the set it lists
 
 Other lines (`data=synthetic`, `trainer.max_epochs=5`, `resume=auto`) are fixed and passed to every trial.
@@ -84,27 +85,30 @@ def distribution(override, line: str):
         raise SpaceError(f"{line}: tag({', '.join(sorted(tags - {'log'}))}, …) means nothing to the search; "
                          f"only tag(log, interval(…)) is read")
     log = "log" in tags
-    if override.is_interval_sweep():
+    if override.is_interval_sweep():  # Hydra reads an interval's ends as floats, whole numbers too
         lo, hi = value.start, value.end
         if log and lo <= 0:
             raise SpaceError(f"{line}: a log-uniform interval needs a lower bound > 0")
         if lo >= hi:
             raise SpaceError(f"{line}: interval({lo}, {hi}) is empty")
-        if isinstance(lo, int) and isinstance(hi, int):
-            return IntDistribution(lo, hi, log=log)
         return FloatDistribution(float(lo), float(hi), log=log)
-    if log:
-        raise SpaceError(f"{line}: tag(log, …) applies to interval(…) only")
     if override.is_range_sweep() and not value.shuffle:
         start, stop, step = value.start, value.stop, value.step
         values = list(override.sweep_iterator())
         if not values:
             raise SpaceError(f"{line}: range({start}, {stop}, {step}) is empty")
-        if all(isinstance(v, int) for v in (start, stop, step)):
-            return IntDistribution(int(values[0]), int(values[-1]), step=int(step))
+        whole = all(isinstance(v, int) for v in (start, stop, step))
+        if log and not (whole and step == 1 and start > 0):
+            raise SpaceError(f"{line}: tag(log, range(a, b)) needs whole numbers a > 0 and step 1")
+        if whole:
+            return IntDistribution(int(values[0]), int(values[-1]), step=int(step), log=log)
         return FloatDistribution(float(values[0]), float(values[-1]), step=float(step))
+    if log:
+        raise SpaceError(f"{line}: tag(log, …) applies to interval(…) and range(…) only")
     if override.is_choice_sweep() or override.is_range_sweep():
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        if override.is_range_sweep():  # shuffle(range(…)): the set, in a fixed order (the seed decides the draws)
+            choices = sorted(choices)
         if not all(isinstance(c, (str, int, float, bool, type(None))) for c in choices):
             raise SpaceError(f"{line}: choice(…) takes numbers, strings, booleans or null, not lists or dicts")
         return CategoricalDistribution(choices)

@@ -63,7 +63,7 @@ def test_a_space_that_cannot_be_searched_is_refused_naming_the_line(line, needle
 
 @pytest.mark.parametrize("value", [0.01567667719550607, 1e-05, 3, True, False, None, "adam"])
 def test_a_drawn_value_written_as_an_override_reads_back_as_the_same_value(value):
-    (override,) = OverridesParser.create().parse_overrides([f"k={_space.format_value(value)}"])
+    (override,) = OverridesParser.create().parse_overrides([f"k={dstudy.format_value(value)}"])
     assert override.value() == value and type(override.value()) is type(value)
 
 

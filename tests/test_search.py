@@ -82,6 +82,18 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     assert "## Optuna study" in summary and "sweep summary" in proc.stdout
     assert (sweep / "optuna_history.png").is_file() and (sweep / "optuna_params.png").is_file()
 
+    # that search as stage 1 of the lr_search preset: stage 2 draws lr around its 3 best trials (÷3 … ×3) and
+    # fixes the batch size to the best trial's
+    run_cli(["-m", "+experiment=lr_search", f"lr_search.coarse={sweep}", "hydra.sweeper.n_trials=2", *TINY,
+             f"hydra.sweep.dir={tmp_path / 'fine'}"], cwd=tmp_path, env=ENV)
+    top = sorted((t for t in trials if t.value is not None), key=lambda t: -t.value)[:3]
+    lo, hi = min(t.params["optimizer.lr"] for t in top) / 3, max(t.params["optimizer.lr"] for t in top) * 3
+    fine = optuna.load_study(study_name="lr_search", storage=f"sqlite:///{tmp_path / 'fine' / 'optuna.db'}")
+    assert len(fine.trials) == 2 and set(fine.trials[0].params) == {"optimizer.lr"}
+    assert all(lo * 0.999 <= t.params["optimizer.lr"] <= hi * 1.001 for t in fine.trials)
+    for run in trial_dirs(tmp_path / "fine").values():
+        assert f"data.batch_size={study.best_trial.params['data.batch_size']}" in metrics(run)["overrides"]
+
 
 def test_a_killed_search_resumes_with_its_completed_trials_and_never_repeats_one(tmp_path):
     args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=6", *TINY, "trainer.max_epochs=3",

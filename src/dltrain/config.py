@@ -24,6 +24,9 @@ def register_resolvers() -> None:
     from dltrain import launch  # dltrain.gpu_count / parallel_jobs / job_gpu: one GPU per job in parallel sweeps
 
     launch.register_resolvers()
+    from dltrain import search_narrow  # dltrain.narrow: a search's second stage, around the first one's best
+
+    search_narrow.register()
 
 
 register_resolvers()

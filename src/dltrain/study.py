@@ -28,6 +28,17 @@ PRUNERS = {
 DIRECTIONS = ("maximize", "minimize")
 
 
+def format_value(value: Any) -> str:
+    """A drawn value as Hydra's override grammar reads it back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)  # ints; strings are already escaped for the grammar (the space's Transformer.encode)
+
+
 def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     """The URL every process opens: null → the SQLite file in the sweep dir; file paths made absolute, so that
     trials started elsewhere (another working directory, a submitit job) find the same file."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dltrain.study import format_value
+
 
 class SpaceError(ValueError):
     """A search-space line that cannot become a distribution; the message names the line."""
@@ -39,17 +41,6 @@ class Space:
     def fixed_value(self, key: str) -> str | None:
         line = self.fixed.get(key)
         return None if line is None else line.split("=", 1)[1]
-
-
-def format_value(value: Any) -> str:
-    """A value as Hydra's override grammar reads it back to the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)  # ints; strings are already escaped for the grammar (Transformer.encode)
 
 
 def parse(lines: list[str]) -> Space:

@@ -66,6 +66,11 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
+        try:  # resolved here, in the whole config: a preset's space may interpolate it (search_narrow.py)
+            self.params = OmegaConf.to_container(config.hydra.sweeper.params, resolve=True) or {}
+        except Exception as e:  # noqa: BLE001 - e.g. lr_search.coarse names no finished search
+            print(f"dltrain: hydra.sweeper.params: {e}", file=sys.stderr)
+            sys.exit(2)
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
@@ -325,7 +330,7 @@ class OptunaSweeper(Sweeper):
 def run_name(number: int, params: dict) -> str:
     """A trial's run directory: its number and the values it drew (the options every trial shares are in its
     .hydra/overrides.yaml; in the name they would only make it long, past the file system's 255 characters)."""
-    from hydra_plugins.dltrain_search._space import format_value
+    from dltrain.study import format_value
 
     return ",".join([f"trial={number}", *(f"{key}={format_value(value)}" for key, value in params.items())])
 

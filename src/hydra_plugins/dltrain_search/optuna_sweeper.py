@@ -11,7 +11,8 @@ One sweep, one Optuna study, kept in a storage (dltrain/study.py: by default `<s
 2. The study is created, or loaded when it exists: several processes with the same storage and study name
    (on one machine, on several, in a SLURM array) share it. `n_trials` counts the trials of the whole study,
    whichever process ran them; a trial asked for after the study was full (two workers asking at the same
-   moment) is recorded as FAILED with the user attribute `dltrain_surplus` and never runs.
+   moment) is recorded as FAILED with the user attribute `dltrain_surplus` and never runs. Only the process
+   that creates the study keeps the sampler's seed; one that joins reseeds it, or it would draw the same values.
 3. Trials are asked for `n_jobs` at a time, launched as ordinary jobs (their own run directory
    `trial=<number>,<the values it drew>`, TensorBoard log and metrics.json) with `hydra.sweeper.trial=<number>` and
    `hydra.sweeper.storage=<URL>`, through which the job reports each epoch and is pruned
@@ -214,10 +215,17 @@ class OptunaSweeper(Sweeper):
         for attempt in range(3):  # workers started together may race to create SQLite's tables
             try:
                 self.store = open_storage(self.url)
-                study = optuna.create_study(study_name=self.study_name, storage=self.store,
-                                            sampler=self.build_sampler(),
-                                            pruner=build_pruner(self.pruner, self.pruner_args),
-                                            direction=self.direction, load_if_exists=True)
+                sampler, pruner = self.build_sampler(), build_pruner(self.pruner, self.pruner_args)
+                try:
+                    study = optuna.create_study(study_name=self.study_name, storage=self.store, sampler=sampler,
+                                                pruner=pruner, direction=self.direction)
+                except optuna.exceptions.DuplicatedStudyError:
+                    # Joining a study (another worker's, or this sweep's after an interruption): with the same
+                    # seed, two workers would draw the same values, trial for trial. Only the process that creates
+                    # the study keeps hydra.sweeper.sampler.seed; the others draw from a fresh random state.
+                    study = optuna.load_study(study_name=self.study_name, storage=self.store, sampler=sampler,
+                                              pruner=pruner)
+                    sampler.reseed_rng()
                 break
             except Exception:  # noqa: BLE001
                 if attempt == 2:

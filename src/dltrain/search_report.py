@@ -146,6 +146,7 @@ def plots(sweep_dir: Path) -> list[str]:
     if not any(t.state.name == "COMPLETE" for t in trials_of(study)):
         return []
     written = []
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # categorical batch sizes: not news
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for name, draw in (("optuna_history.png", optuna_plots.plot_optimization_history),

@@ -49,7 +49,7 @@ class JobProbe(Callback):
         if expected:
             started = job_dir.parent / ".started"
             started.mkdir(exist_ok=True)
-            (started / str(config.hydra.job.num)).touch()
+            (started / f"{os.getpid()}-{config.hydra.job.num}").touch()  # unique also across sweeper processes
             deadline = time.monotonic() + BARRIER_TIMEOUT_S
             while len(list(started.iterdir())) < expected and time.monotonic() < deadline:
                 time.sleep(0.1)

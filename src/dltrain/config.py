@@ -20,6 +20,9 @@ RUN_ID = secrets.token_hex(3)
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dltrain.run_id"):
         OmegaConf.register_new_resolver("dltrain.run_id", lambda: RUN_ID)
+    from dltrain import search_narrow  # dltrain.narrow: a search's second stage, around the first one's best
+
+    search_narrow.register()
 
 
 register_resolvers()

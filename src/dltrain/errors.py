@@ -21,6 +21,10 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite: a result (status `diverged`), not a crash."""
 
 
+class Pruned(RuntimeError):
+    """The Optuna trial this run is told it to stop (hydra.sweeper.pruner): a result (status `pruned`), not a crash."""
+
+
 class Interrupted(Exception):
     """A stop signal (SIGTERM, SIGINT, SIGUSR1) arrived; the step in flight was finished and last.pt written.
 

@@ -33,7 +33,7 @@ log = logging.getLogger("dltrain")
 # the schema's fields marked safe (schema.py).
 SAFE_TO_CHANGE = tuple(schema.resume_safe_keys())
 # resume=auto does not rerun these; interrupted, failed or missing runs are (re)started.
-FINISHED = ("completed", "stopped_early", "diverged")
+FINISHED = ("completed", "stopped_early", "diverged", "pruned")
 
 
 def checkpoint_path(resume: str | Path) -> Path:

@@ -20,7 +20,7 @@ from dltrain.batch_size import fit_batch_size
 from dltrain.build import build_run, pick_device, wrap
 from dltrain.checkpoint import RunState
 from dltrain.data import cache as data_cache
-from dltrain.errors import Diverged, Interrupted, one_line
+from dltrain.errors import Diverged, Interrupted, Pruned, one_line
 from dltrain.runinfo import library_versions, seed_everything, write_metrics
 from dltrain.signals import StopSignals
 from dltrain.step import OptimizerStep
@@ -81,9 +81,9 @@ class Trainer:
             self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
             self.state.test = self.evaluate(self.data.test, "test", self.length.test_batches)
             self.log(self.state.test, self.state.epoch)
-        except Diverged as e:
-            self.state.status = "diverged"
-            log.warning("run diverged: %s", e)
+        except (Diverged, Pruned) as e:  # results: a NaN/inf loss, or the search's pruner (callbacks/pruning.py)
+            self.state.status = "diverged" if isinstance(e, Diverged) else "pruned"
+            log.warning("run %s: %s", self.state.status, e)
         except Interrupted as e:
             self.state.status = "interrupted"
             log.warning("run interrupted: %s", e)

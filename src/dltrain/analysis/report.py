@@ -9,7 +9,7 @@ A job directory is any folder under the sweep with `.hydra/overrides.yaml`; its 
 one group, reported as mean ± std over the seeds. Curves come from each job's metrics.csv.
 
 Files written into the sweep directory:
-- `summary.md`   groups ranked by best val/acc, failed/diverged runs, health warnings, the best Optuna trial
+- `summary.md`   groups ranked by best val/acc, failed/diverged runs, health warnings, the Optuna study
 - `summary.csv`  one row per run, one column per swept key (for pandas / a spreadsheet)
 - `curves.png`   per swept key a row of panels, val/acc per epoch and train/loss per step, runs coloured by
                  that key's value
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dltrain.analysis import search_report
 from dltrain.callbacks.csvlog import read_csv
 
 log = logging.getLogger("dltrain")
@@ -227,7 +228,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], images: list[str
         if curvature:
             cells.append(g.cell("lambda_max"))
         lines.append("| " + " | ".join(cells) + " |")
-    bad = [j for j in jobs if j.status not in ("completed", "stopped_early")]
+    bad = [j for j in jobs if j.status not in ("completed", "stopped_early", "pruned")]
     lines += ["", "## Failed, diverged or interrupted runs", ""]
     lines += [f"- `{label(j, keys)}`: **{j.status}** ({j.dir.name})" for j in bad] or ["none"]
     warned = [j for j in jobs if j.warnings]
@@ -241,9 +242,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], images: list[str
                 text = headline(w)
                 kinds.setdefault(text.rsplit(" (", 1)[0], text)
             lines.append(f"- `{label(j, keys)}`: " + "; ".join(kinds.values()))
-    results = sweep_dir / "optimization_results.yaml"
-    if results.is_file():
-        lines += ["", "## Optuna", "", "```yaml", results.read_text().strip(), "```"]
+    lines += search_report.section(sweep_dir)  # a hparams_search sweep: its Optuna study (search_report.py)
     if images:
         lines += ["", "## Curves", ""] + [f"![{name}]({name})" for name in images]
     lines += ["", f"`tensorboard --logdir {sweep_dir}`: filter runs with the run regex, e.g. "
@@ -448,6 +447,7 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path | None:
             images.append("curves.png")
         if plot_search(sweep_dir / "search.png", jobs, keys):
             images.append("search.png")
+        images += search_report.plots(sweep_dir)
         write_custom_scalars(sweep_dir, keys)
     path = sweep_dir / "summary.md"
     path.write_text(markdown(sweep_dir, jobs, keys, images))

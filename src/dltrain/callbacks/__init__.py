@@ -11,6 +11,7 @@ from dltrain.callbacks.diagnostics import Diagnostics
 from dltrain.callbacks.early_stopping import EarlyStopping
 from dltrain.callbacks.ema import EMA
 from dltrain.callbacks.profiler import Profiler
+from dltrain.callbacks.pruning import trial_callbacks
 from dltrain.callbacks import progress
 from dltrain.callbacks.progress import ProgressBar
 from dltrain.callbacks.runlog import RunLog
@@ -30,6 +31,7 @@ def default_callbacks(cfg: DictConfig, main: bool = True) -> list[Callback]:
         logger = instantiate_without(cfg.logger)
         if logger is not None:
             callbacks.append(logger())
+        callbacks += trial_callbacks()  # when this run is a trial of a hparams_search study
         if not cfg.trainer.fast_dev_run:
             callbacks.append(Checkpoint())
             if cfg.scheduler.get("snapshots"):

@@ -3,12 +3,13 @@ status, a console line and an exit code.
 
 - finished or stopped early: status completed / stopped_early, the summary; exit 0 (a sweep goes on).
 - NaN/inf loss: status diverged, a warning and the summary; exit 0 (a sweep goes on).
+- a search's pruner stopped the trial: status pruned; exit 0 (a result, like diverged).
 - an exception: status failed (metrics.json gets "error"), one line on stderr, the traceback in train.log;
   a single run exits 1, a sweep goes on and exits 1 at the end naming the failed jobs (failures.py).
 - SIGTERM/SIGINT/SIGUSR1: status interrupted, last.pt written, how to continue on stderr; exit 128+signal
   (a sweep stops there; `resume=auto` continues it).
 
-`resume=auto` skips a job whose metrics.json says completed, stopped_early or diverged, and continues any
+`resume=auto` skips a job whose metrics.json says completed, stopped_early, diverged or pruned, and continues any
 other from its checkpoints/last.pt (starting it afresh when there is none).
 """
 from __future__ import annotations

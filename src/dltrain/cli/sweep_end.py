@@ -21,7 +21,7 @@ from dltrain.analysis import report
 log = logging.getLogger("dltrain")
 
 FAILED_JOBS: list[str] = []   # filled when a sweep ends; read by cli.main for the exit code
-OK = ("completed", "stopped_early")
+OK = ("completed", "stopped_early", "pruned")   # pruned: a search stopped a hopeless trial, a result
 
 
 def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:

@@ -10,6 +10,7 @@ from typing import Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from dltrain import schema
+from dltrain.schema import config_dir  # noqa: F401 - where configs/ is, for dltrain.config's users
 from dltrain.errors import ConfigError
 
 # One id per process: Hydra resolves the run/sweep dir once, and two runs started in the same second by
@@ -27,16 +28,6 @@ def register_resolvers() -> None:
 
 register_resolvers()
 schema.register()  # configs/train.yaml starts from it
-
-
-def config_dir() -> Path:
-    """The repository's `configs/` (dltrain is used from a checkout, installed editable)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "configs" / "train.yaml"
-        if candidate.is_file():
-            return candidate.parent
-    raise FileNotFoundError(f"no configs/train.yaml above {here}; install dltrain from its checkout (pip install -e .)")
 
 
 def new_run_dir(root: str | Path = "outputs") -> Path:

@@ -15,6 +15,7 @@ by building them (validation.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -157,3 +158,13 @@ def resume_safe_keys() -> list[str]:
     nodes = {key.rsplit(".", 1)[0] for key in keys if "." in key}
     whole = {node for node in nodes if all(f.metadata.get("safe") for k, f, _ in schema_fields() if k.startswith(node + "."))}
     return [k for k in keys if k.rsplit(".", 1)[0] not in whole] + [f"{node}.*" for node in sorted(whole)]
+
+
+def config_dir() -> Path:
+    """The repository's `configs/` (dltrain is used from a checkout, installed editable)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "configs" / "train.yaml"
+        if candidate.is_file():
+            return candidate.parent
+    raise FileNotFoundError(f"no configs/train.yaml above {here}; install dltrain from its checkout (pip install -e .)")

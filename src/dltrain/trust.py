@@ -32,7 +32,7 @@ def calls_foreign_resolver(text: str) -> bool:
 @functools.cache
 def allowed_targets() -> frozenset[str]:
     """Every `_target_` that some file under configs/ names."""
-    from dltrain.config import config_dir
+    from dltrain.schema import config_dir
 
     found: set[str] = set()
 

@@ -87,13 +87,26 @@ class Job:
 
     @property
     def lambda_max(self):  # from the run's curvature.json (scripts/landscape.py), or None
-        from dltrain.analysis.runs import lambda_max
-
         return lambda_max(self.dir)
 
     @property
     def warnings(self) -> list[str]:
         return list((self.metrics or {}).get("warnings") or [])
+
+
+def read_curvature(run_dir: str | Path) -> dict | None:
+    """A run's curvature.json, or None when it has none (or an unreadable one)."""
+    path = Path(run_dir) / "curvature.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def lambda_max(run_dir: str | Path) -> float | None:
+    """λmax from a run's curvature.json (the report's column), or None."""
+    value = (read_curvature(run_dir) or {}).get("lambda_max")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def load_jobs(sweep_dir: str | Path) -> list[Job]:

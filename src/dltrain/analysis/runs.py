@@ -192,21 +192,6 @@ def test_metrics(model, loss_fn, loader) -> dict:
     return {"test/loss": loss_sum / max(count, 1), "test/acc": correct / max(count, 1), "samples": count}
 
 
-def read_curvature(run_dir: str | Path) -> dict | None:
-    """A run's curvature.json, or None when it has none (or an unreadable one)."""
-    path = Path(run_dir) / "curvature.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def lambda_max(run_dir: str | Path) -> float | None:
-    """λmax from a run's curvature.json (the sweep report's column), or None."""
-    value = (read_curvature(run_dir) or {}).get("lambda_max")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def analyse_sweep(sweep_dir: str | Path, **options) -> list[tuple[str, dict]]:
     """analyse_run on every completed run of a sweep; all their interpolation curves in one plot and their
     surfaces side by side (`landscape_1d.png`, `landscape_2d.png` in the sweep directory) and the sweep report

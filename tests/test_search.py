@@ -1,6 +1,7 @@
 """python train.py -m hparams_search=optuna|random through the real CLI: the study in its storage (read back
-with Optuna's own API), resuming a killed search, several workers on one study (SQLite, a journal file, a
-real PostgreSQL server), pruning, a search whose whole range diverges, and mistakes refused before any trial."""
+with Optuna's own API), the lr_search preset's second stage, resuming a killed search, two workers on one study
+(the default SQLite file, a real PostgreSQL server; journal files: test_optuna_sweeper.py), pruning, a search
+whose whole range diverges, and mistakes refused before any trial."""
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ from tests.sweep_helpers import PROBE, probe_env
 optuna = pytest.importorskip("optuna")
 pytestmark = pytest.mark.slow
 
-# Tiny trials: two training batches and one validation batch an epoch, no diagnostics, one thread.
-TINY = [*FAST, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.diagnostics_every_n_steps=0"]
+# Tiny trials: two training batches and one validation batch an epoch, no diagnostics, no TensorBoard log, and
+# a report without its plots (test_optuna_search_runs_its_trials_and_reports_the_best keeps them).
+TINY = [*FAST, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.diagnostics_every_n_steps=0",
+        "logger=none"]
+NO_PLOTS = ["++hydra.callbacks.report.plots=false"]
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -84,7 +88,7 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
 
     # that search as stage 1 of the lr_search preset: stage 2 draws lr around its 3 best trials (÷3 … ×3) and
     # fixes the batch size to the best trial's
-    run_cli(["-m", "+experiment=lr_search", f"lr_search.coarse={sweep}", "hydra.sweeper.n_trials=2", *TINY,
+    run_cli(["-m", "+experiment=lr_search", f"lr_search.coarse={sweep}", "hydra.sweeper.n_trials=2", *TINY, *NO_PLOTS,
              f"hydra.sweep.dir={tmp_path / 'fine'}"], cwd=tmp_path, env=ENV)
     top = sorted((t for t in trials if t.value is not None), key=lambda t: -t.value)[:3]
     lo, hi = min(t.params["optimizer.lr"] for t in top) / 3, max(t.params["optimizer.lr"] for t in top) * 3
@@ -96,7 +100,7 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
 
 
 def test_a_killed_search_resumes_with_its_completed_trials_and_never_repeats_one(tmp_path):
-    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=6", *TINY, "trainer.max_epochs=3",
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=6", *TINY, *NO_PLOTS, "trainer.max_epochs=3",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
@@ -159,27 +163,19 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("storage", ["sqlite", "journal", "postgresql"])
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])   # journal files: test_optuna_sweeper.py
 def test_two_workers_started_at_once_share_one_study_and_never_run_a_trial_twice(storage, tmp_path, request):
     sweep = tmp_path / "sweep"
-    url = {"sqlite": None, "journal": f"journal://{tmp_path / 'study.log'}"}.get(storage)
-    if storage == "postgresql":
-        url = request.getfixturevalue("postgres_url")
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
     args = [sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4",
-            *TINY, f"hydra.sweep.dir={sweep}", PROBE, *([f"hydra.sweeper.storage='{url}'"] if url else [])]
+            *TINY, *NO_PLOTS, f"hydra.sweep.dir={sweep}", PROBE, *([f"hydra.sweeper.storage='{url}'"] if url else [])]
     # each job waits at its start until two jobs have started: `met` in every job shows the workers overlapped
     env = {**os.environ, **probe_env(barrier=2)}
     workers = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=env) for _ in range(2)]
     for w in workers:
         assert w.wait(timeout=300) == 0, w.stderr.read()
-    if storage == "journal":   # read back with Optuna's own classes
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        backend = JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
-    else:
-        backend = url or f"sqlite:///{sweep / 'optuna.db'}"
-    study = optuna.load_study(study_name="dltrain", storage=backend)
+    study = optuna.load_study(study_name="dltrain", storage=url or f"sqlite:///{sweep / 'optuna.db'}")
     trials = real_trials(study)
     assert sorted(t.number for t in trials) == sorted({t.number for t in trials})   # no number twice
     assert len(trials) == 4 and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
@@ -196,7 +192,7 @@ def test_successive_halving_stops_hopeless_trials_early_and_still_finds_the_best
     run_cli(["-m", "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=8",
              "hydra.sweeper.pruner=successive_halving", "+hydra.sweeper.pruner_args.reduction_factor=2",
              "+hydra.sweeper.pruner_args.min_resource=1", "optimizer.lr=choice(1e-6, 3e-6, 0.3, 1.0)",
-             "data.batch_size=64", *TINY, "trainer.max_epochs=4", "trainer.limit_train_batches=8",
+             "data.batch_size=64", *TINY, *NO_PLOTS, "trainer.max_epochs=4", "trainer.limit_train_batches=8",
              "trainer.limit_val_batches=2"], cwd=tmp_path, env=ENV)
     sweep = the_sweep(tmp_path)
     study = optuna.load_study(study_name="dltrain", storage=f"sqlite:///{sweep / 'optuna.db'}")

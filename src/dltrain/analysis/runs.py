@@ -157,7 +157,8 @@ def analyse_run(run_dir: str | Path, checkpoint: str = "last", batches: int = 4,
     d1 = landscape.filter_normalized_direction(weights, generator)
     d2 = landscape.filter_normalized_direction(weights, generator)
     coords = landscape.grid_coords(grid, span)
-    loss, acc = landscape.evaluate_points(model, [weights, d1, d2], landscape.plane_coefficients(coords), train, loss_fn)
+    plane = landscape.plane_coefficients(coords)
+    loss, acc = landscape.evaluate_points(model, [weights, d1, d2], plane, train, loss_fn)
     result["surface"] = {"grid": grid, "span": span, "coords": coords, "directions": "filter-normalised (Li et al. "
                          "2018), zero on biases and norm parameters", "train_loss": loss.view(grid, grid).tolist(),
                          "train_acc": acc.view(grid, grid).tolist()}

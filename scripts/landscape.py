@@ -10,8 +10,9 @@ the trace (Hutchinson, `probes` vectors, with its standard error) and the verdic
 eigenvalue is > 0 and the most negative one > −eps·λmax, saddle otherwise. Writes into the run directory
 curvature.json, landscape_1d.png (loss and accuracy from checkpoints/init.pt to the checkpoint, α ∈ [−0.5, 1.5])
 and landscape_2d.png (the loss over two filter-normalised random directions, grid×grid points in [−span, span]²).
-With sweep=: the same for every completed run, their 1-D curves in <sweep>/landscape_1d.png, and the sweep
-report (summary.md, summary.csv) rewritten with a lambda_max column.
+With sweep=: the same for every completed run, their 1-D curves in <sweep>/landscape_1d.png, their surfaces side
+by side in <sweep>/landscape_2d.png, and the sweep report (summary.md, summary.csv) rewritten with a lambda_max
+column.
 """
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 print_run(result)
             print()
             print_sweep(results)
-            print(f"written: curvature.json and landscape_*.png in each run; {args['sweep']}/landscape_1d.png; "
-                  f"summary.md and summary.csv with lambda_max")
+            print(f"written: curvature.json and landscape_*.png in each run; {args['sweep']}/landscape_1d.png, "
+                  f"landscape_2d.png, and summary.md, summary.csv with lambda_max")
     except (FileNotFoundError, ValueError) as e:
         print(f"landscape: {e}", file=sys.stderr)
         return 2

@@ -101,7 +101,7 @@ def analyse_run(run_dir: str | Path, checkpoint: str = "last", batches: int = 4,
 
     from dltrain.analysis import plots
     from dltrain.data import build_datamodule
-    from dltrain.analysis.evaluate import find_checkpoint, load_model, run_config
+    from dltrain.analysis.evaluate import evaluate_run, find_checkpoint, load_model, run_config
 
     run_dir = Path(run_dir)
     if not (run_dir / ".hydra" / "config.yaml").is_file():
@@ -125,50 +125,61 @@ def analyse_run(run_dir: str | Path, checkpoint: str = "last", batches: int = 4,
     loss_fn = instantiate(cfg.loss)
     train = fixed_batches(data.train, batches, seed)
     val = fixed_batches(data.val, batches, seed) if len(data.val.x) else []
-
+    penalties = (f"; without the coupled penalties l1={cfg.regularizer.l1}, l2={cfg.regularizer.l2}"
+                 if cfg.regularizer.l1 or cfg.regularizer.l2 else "")
     result = {"run": str(run_dir), "checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
               "samples": sum(len(y) for _, y in train), "batches": len(train), "batch_size": BATCH_SIZE,
-              "seed": seed, "mode": MODE, "objective": f"{cfg.loss._target_} (the run's criterion"
-              + (f"; without the coupled penalties l1={cfg.regularizer.l1}, l2={cfg.regularizer.l2}"
-                 if cfg.regularizer.l1 or cfg.regularizer.l2 else "") + ")"}
+              "seed": seed, "mode": MODE, "objective": f"{cfg.loss._target_} (the run's criterion{penalties})"}
     result.update(curvature(model, loss_fn, train, k=k, probes=probes, seed=seed, eps=eps))
     result["stability"] = stability_threshold(cfg, state)
-    result["test"] = test_metrics(model, loss_fn, data.test)
-
+    tested = evaluate_run(run_dir, str(path), "test", device=str(device), write=False)
+    result["test"] = {key: tested[key] for key in ("test/loss", "test/acc", "samples")}
     t = time.perf_counter()
-    final = landscape.float_state(model)
-    start, source = initial_model(run_dir, cfg, device)
-    line = {"init": source, "alpha": ALPHAS}
-    if start is not None:
-        start.eval()
-        coefficients = landscape.line_coefficients(ALPHAS)
-        vectors = [landscape.float_state(start), final]
-        for name, split in (("train", train), ("val", val)):
-            if split:
-                loss, acc = landscape.evaluate_points(model, vectors, coefficients, split, loss_fn)
-                line[f"{name}_loss"], line[f"{name}_acc"] = loss.tolist(), acc.tolist()
-        line["largest_rise"] = largest_rise([v for a, v in zip(ALPHAS, line["train_loss"]) if 0 <= a <= 1])
-    result["interpolation"] = line
+    result["interpolation"] = interpolation(model, initial_model(run_dir, cfg, device), train, val, loss_fn)
     result["seconds"]["interpolation"] = round(time.perf_counter() - t, 2)
-
     t = time.perf_counter()
-    weights = landscape.trained_parameters(model)
-    generator = torch.Generator().manual_seed(seed)
-    d1 = landscape.filter_normalized_direction(weights, generator)
-    d2 = landscape.filter_normalized_direction(weights, generator)
-    coords = landscape.grid_coords(grid, span)
-    loss, acc = landscape.evaluate_points(model, [weights, d1, d2], landscape.plane_coefficients(coords), train, loss_fn)
-    result["surface"] = {"grid": grid, "span": span, "coords": coords, "directions": "filter-normalised (Li et al. "
-                         "2018), zero on biases and norm parameters", "train_loss": loss.view(grid, grid).tolist(),
-                         "train_acc": acc.view(grid, grid).tolist()}
+    result["surface"] = surface(model, train, loss_fn, grid, span, seed)
     result["seconds"]["surface"] = round(time.perf_counter() - t, 2)
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     if write:
         (run_dir / "curvature.json").write_text(json.dumps(result, indent=2))
         title = f"{title or run_dir.name} ({path.name})"
-        plots.interpolation(run_dir / "landscape_1d.png", line, title)
+        plots.interpolation(run_dir / "landscape_1d.png", result["interpolation"], title)
         plots.surface(run_dir / "landscape_2d.png", result["surface"], title)
     return result
+
+
+def interpolation(model, initial: tuple, train, val, loss_fn) -> dict:
+    """Loss and accuracy on the train and val batches along (1−α)·initial + α·model, batch norm's running
+    statistics included; `initial` is initial_model's (model or None, where it came from)."""
+    start, source = initial
+    line = {"init": source, "alpha": ALPHAS}
+    if start is None:
+        return line
+    start.eval()
+    coefficients = landscape.line_coefficients(ALPHAS)
+    vectors = [landscape.float_state(start), landscape.float_state(model)]
+    for name, split in (("train", train), ("val", val)):
+        if split:
+            loss, acc = landscape.evaluate_points(model, vectors, coefficients, split, loss_fn)
+            line[f"{name}_loss"], line[f"{name}_acc"] = loss.tolist(), acc.tolist()
+    line["largest_rise"] = largest_rise([v for a, v in zip(ALPHAS, line["train_loss"]) if 0 <= a <= 1])
+    return line
+
+
+def surface(model, batches, loss_fn, grid: int, span: float, seed: int) -> dict:
+    """The training loss on a grid×grid plane around the model's trained parameters, along two filter-normalised
+    random directions drawn with `seed`."""
+    weights = landscape.trained_parameters(model)
+    generator = torch.Generator().manual_seed(seed)
+    d1 = landscape.filter_normalized_direction(weights, generator)
+    d2 = landscape.filter_normalized_direction(weights, generator)
+    coords = landscape.grid_coords(grid, span)
+    loss, acc = landscape.evaluate_points(model, [weights, d1, d2], landscape.plane_coefficients(coords), batches,
+                                          loss_fn)
+    return {"grid": grid, "span": span, "coords": coords,
+            "directions": "filter-normalised (Li et al. 2018), zero on biases and norm parameters",
+            "train_loss": loss.view(grid, grid).tolist(), "train_acc": acc.view(grid, grid).tolist()}
 
 
 def largest_rise(values: list[float]) -> float:
@@ -181,15 +192,6 @@ def largest_rise(values: list[float]) -> float:
     return rise
 
 
-@torch.no_grad()
-def test_metrics(model, loss_fn, loader) -> dict:
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        logits = model(x)
-        loss_sum += float(loss_fn(logits, y)) * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        count += len(y)
-    return {"test/loss": loss_sum / max(count, 1), "test/acc": correct / max(count, 1), "samples": count}
 
 
 def analyse_sweep(sweep_dir: str | Path, **options) -> list[tuple[str, dict]]:

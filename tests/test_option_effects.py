@@ -693,6 +693,8 @@ FLAG_EFFECTS = {"grad_clip": grad_clip, "accumulate_grad_batches": accumulate, "
                 "deterministic": deterministic, "progress_bar": progress_bar, "fast_dev_run": fast_dev_run,
                 "limit_val_batches": limit_val_batches, "profiler": profiler}
 FLAGS_TESTED_ELSEWHERE = {  # key → where its effect is asserted
+    "val_every_n_epochs": "test_training_options.py (val/* at epochs 2, 4, 5 of 5)",
+    "curvature_every_n_epochs": "test_curvature.py (curv/* logged every n epochs, the tool's values)",
     "accelerator": "test_configs.py (cuda refused without CUDA), test_cuda.py",
     "strategy": "test_devices.py (dp on the CPU, DDP over gloo = one process's big batch), test_cuda.py",
     "devices": "test_sweeps.py (one GPU per job), test_cuda.py (DP over two GPUs)",

@@ -133,6 +133,9 @@ class Root:
     metrics: Any = None
     scheduler: Any = None
     logger: Any = None
+    # nodes of experiment presets' own (configs/experiment/): lookup tables and settings they interpolate from
+    lr_search: Any = None
+    sharpness: Any = None
 
 
 def register() -> None:

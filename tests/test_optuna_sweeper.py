@@ -124,8 +124,7 @@ def test_a_trial_reports_its_best_so_far_through_the_storage_and_is_pruned_by_it
         callback.on_epoch_end(trainer, {"val/acc": 0.5, "val/loss": 1.0})  # best so far 0.85 < 0.9
     reported = optuna.load_study(study_name="s", storage=url).trials[number].intermediate_values
     assert reported == {1: 0.85, 2: 0.85}                                   # the best so far, every epoch
-    result: dict = {}
-    callback.on_fit_end(trainer, result)
+    result = callback.on_result(trainer)  # the run's metrics.json gets this section
     assert result["trial"] == {"study": "s", "number": number, "objective": "val/acc", "value": 0.85}
 
 
@@ -165,7 +164,7 @@ def test_the_trainer_records_a_pruned_run_as_a_result(fast_cfg, tmp_path):
 
 
 def test_resume_auto_keeps_a_pruned_job_as_it_is(fast_cfg, tmp_path, monkeypatch):
-    from dltrain import jobs
+    from dltrain.cli import jobs
 
     run = tmp_path / "run"
     run.mkdir()

@@ -113,8 +113,7 @@ def rule_problems(cfg: DictConfig) -> list[str]:
         p.append(f"data.classes={list(classes)} keeps {len(classes)} classes but data.num_classes="
                  f"{_get(cfg, 'data.num_classes')}: set data.num_classes={len(classes)}")
     accumulate = _get(cfg, "trainer.accumulate_grad_batches")
-    if str(model_target) and str(_get(cfg, "optimizer._target_")).endswith("LBFGS") and _is_int(accumulate) \
-            and accumulate > 1:
+    if str(_get(cfg, "optimizer._target_")).endswith("LBFGS") and _is_int(accumulate) and accumulate > 1:
         p.append(f"trainer.accumulate_grad_batches={accumulate} cannot be used with optimizer=lbfgs, which "
                  f"re-evaluates the loss on the same batch several times per step; allowed: 1")
     drop_path = _get(cfg, "regularizer.drop_path")

@@ -17,28 +17,39 @@ launch.register_resolvers()  # ${dltrain.gpu_count:}, ${dltrain.job_gpu:}…: th
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
-    from dltrain.cli.jobs import run_job  # after validation's imports: `--help` and errors stay fast
+    from dltrain import runlock
+    from dltrain.cli.jobs import lock_job_dir, run_job  # after validation's imports: `--help` and errors stay fast
 
     hydra_cfg = HydraConfig.get()
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = hydra_cfg.runtime.output_dir
     cfg.name = hydra_cfg.job.override_dirname or "default"
     OmegaConf.set_struct(cfg, True)
-    try:
-        if not already_validated(cfg):  # a job the command-line check did not see (a search's trial…)
-            check(cfg)
-    except ConfigError as e:
-        print(f"dltrain: {e}", file=sys.stderr)
-        sys.exit(2)
-    # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
-    # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    return run_job(cfg, list(hydra_cfg.overrides.task), multirun)
+    # First thing: the job directory's lock, so that nothing (another worker's end-of-sweep lines) takes a job
+    # that is validating for one that died before writing metrics.json.
+    took = lock_job_dir(cfg.paths.output_dir, multirun)
+    if took is None:
+        return float("nan")
+    try:
+        try:
+            if not already_validated(cfg):  # a job the command-line check did not see (a search's trial…)
+                check(cfg)
+        except ConfigError as e:
+            print(f"dltrain: {e}", file=sys.stderr)
+            sys.exit(2)
+        # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
+        # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
+        return run_job(cfg, list(hydra_cfg.overrides.task), multirun)
+    finally:
+        if took:
+            runlock.release(cfg.paths.output_dir)
 
 
 def main() -> None:
     import gc
 
+    from dltrain import runlock
     from dltrain.distributed import env_rank
     from dltrain.cli.sweep_end import FAILED_JOBS
 
@@ -55,7 +66,10 @@ def main() -> None:
     # collector's sight, full collections stop re-walking it (while reading event files for the sweep
     # report, say), and so does the collection at exit (~0.5 s after a run).
     gc.freeze()
-    run()
+    try:
+        run()
+    finally:
+        runlock.release_all()  # the run directory's lock the command-line check took (the kernel would, at exit)
     gc.freeze()
     if FAILED_JOBS:  # filled by the sweep-end callback (failures.py), which has listed them
         print(f"dltrain: {len(FAILED_JOBS)} job(s) failed: {', '.join(FAILED_JOBS)}", file=sys.stderr)

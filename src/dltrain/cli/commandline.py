@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dltrain.cli.composition import Composition
 from dltrain.cli.resume_line import ResumeLine
 from dltrain.cli.run_dirs import RunDirectories, _env_rank
+from dltrain.runlock import RunLocked
 from dltrain.cli.sweep_jobs import SweepJobs
 from dltrain.config import ConfigError, config_dir
 from dltrain.validation import validate
@@ -68,6 +69,9 @@ def check_command_line(argv: list[str]) -> list[str]:
     try:
         new_overrides = CommandLine(overrides, multirun, config_name).check()
     except ConfigError as e:
+        print(f"dltrain: {e}", file=sys.stderr)
+        sys.exit(2)
+    except RunLocked as e:  # another live process writes this run directory: one line, nothing written
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
     if new_overrides is None:
@@ -124,6 +128,7 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
             raise ConfigError(list(dict.fromkeys(self.problems)))  # the same mistake once, in order
         known = [d for d in os.environ.get(VALIDATED_ENV, "").split(",") if d]
         os.environ[VALIDATED_ENV] = ",".join(dict.fromkeys(known + self.validated))
+        self.lock_run_dir(rewritten is not None)  # before anything is written into it, Hydra's files included
         if rewritten is not None:
             self.keep_hydra_history(Path(self.resume_dir))
         elif resume == "auto":
@@ -136,6 +141,8 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
             return
         self.check_sweeper(cfg)
         dirs = self.output_dirs(cfg)  # before the hydra node is taken out: its interpolations need the root
+        if dirs is not None and not self.multirun:
+            self.run_dir = dirs[0]
         with open_dict(cfg):
             cfg.pop("hydra")
         problems = validate(cfg)

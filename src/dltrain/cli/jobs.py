@@ -11,6 +11,9 @@ status, a console line and an exit code.
 
 `resume=auto` skips a job whose metrics.json says completed, stopped_early, diverged or pruned, and continues any
 other from its checkpoints/last.pt (starting it afresh when there is none).
+
+A job holds its directory's lock (runlock.py) from its first moment to its end: a directory another live
+process writes is refused (exit 2 for a single run; a sweep goes on).
 """
 from __future__ import annotations
 
@@ -23,12 +26,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dltrain import runlock
 from dltrain.errors import ConfigError
 from dltrain.errors import Interrupted, one_line
 from dltrain.resume import FINISHED
 from dltrain.runinfo import library_versions, read_metrics, write_metrics
 
 log = logging.getLogger("dltrain")
+
+
+def lock_job_dir(out: str | Path, multirun: bool) -> bool | None:
+    """Take the job directory's lock: True when taken here (release it when the job ends), False when this
+    process holds it already (the command-line check took it), None when another process holds it (said on
+    stderr; a single run exits 2)."""
+    try:
+        return runlock.acquire(out)
+    except runlock.RunLocked as e:
+        print(f"dltrain: {'job' if multirun else 'run'} refused: {e}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        return None
 
 
 def run_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> float:

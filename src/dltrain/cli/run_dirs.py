@@ -1,5 +1,7 @@
 """Where the jobs will write: a directory that can be created, never another run's (unless resumed), and
-what `resume=auto` will find there; `.hydra/` files of a continued run are kept in `.hydra/history/<n>/`."""
+what `resume=auto` will find there; `.hydra/` files of a continued run are kept in `.hydra/history/<n>/`. A
+single run named by `hydra.run.dir=` or `resume=` takes its directory's lock (runlock.py) here, before Hydra
+writes into it."""
 from __future__ import annotations
 
 import os
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dltrain import trust
+from dltrain import runlock, trust
 
 RUN_FILES = ("metrics.json", "train.log", "checkpoints")   # a directory holding any of these holds a run
 
@@ -65,6 +67,23 @@ class RunDirectories:
             self.problems.append(f"resume=auto: {job}'s checkpoint was written with another config; only "
                                  f"trainer.max_epochs and the other keys listed in README 'Resuming' may change")
             self.problems.extend(f"{job.name}: {p}" for p in problems)
+
+    def lock_run_dir(self, resumed: bool) -> None:
+        """A single run whose directory is named (hydra.run.dir=, resume=) locks it now, so that a second process
+        with the same one refuses before writing anything (runlock.RunLocked). A default directory is unique to
+        the process (its name ends in a random id): the job locks it once Hydra has made it."""
+        if self.multirun or _env_rank() != 0:
+            return
+        if resumed:
+            run_dir, key = Path(self.resume_dir), "resume"
+        elif _explicit(self.raw, "hydra.run.dir") and getattr(self, "run_dir", None) is not None:
+            run_dir, key = Path(self.run_dir), "hydra.run.dir"
+        else:
+            return
+        try:
+            runlock.acquire(run_dir)
+        except runlock.RunLocked as e:
+            raise runlock.RunLocked(e.run_dir, e.pid, f"{key}={run_dir}") from None
 
     def keep_hydra_history(self, run_dir: Path) -> None:
         hydra_dir = run_dir / ".hydra"

@@ -4,7 +4,8 @@ A Hydra callback (configs/train.yaml, `hydra.callbacks.failures`) reads every jo
 `-m` sweep ends, prints one line per job that did not complete (diverged, interrupted, failed, or no
 metrics.json at all) and records the failed ones; `cli.main` exits with status 1 naming them. It reads the
 files rather than what the launcher returned, so it works the same for jobs run in other processes (joblib,
-submitit) and for jobs skipped or continued by `resume=auto`.
+submitit) and for jobs skipped or continued by `resume=auto`. A job whose directory lock a live process holds
+(runlock.py: another worker of a search sharing the sweep directory) is `running`, never failed.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dltrain import runlock
 from dltrain.analysis import report
 
 log = logging.getLogger("dltrain")
@@ -31,6 +33,10 @@ def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:
     # rglob: an override value with a '/' (a path) makes Hydra nest the job directory
     jobs = sorted({p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir() and p.parent != sweep_dir})
     for job in jobs:
+        pid = runlock.running(job)
+        if pid is not None:  # another process (a search's other worker) is still writing it
+            rows.append((str(job.relative_to(sweep_dir)), "running", {"error": f"still running in process {pid}"}))
+            continue
         try:
             metrics = json.loads((job / "metrics.json").read_text())
             status = metrics.get("status", "unknown")

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args["split"] not in ("test", "val"):
         print(f"evaluate: split={args['split']!r} is not one of ['test', 'val']", file=sys.stderr)
         return 2
-    from dltrain.analysis.evaluate import confusion_text, evaluate_run
+    from dltrain.analysis.evaluate import CheckpointMismatch, confusion_text, evaluate_run
     from dltrain.errors import ConfigError
 
     if args.get("ensemble") not in (None, "snapshots"):
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         r = evaluate_run(run, args["checkpoint"], args["split"], ensemble=args.get("ensemble"))
-    except (FileNotFoundError, ConfigError) as e:  # no such checkpoint; a config that names foreign callables
+    except (FileNotFoundError, ConfigError, CheckpointMismatch) as e:  # no such checkpoint; a config that names
+        # foreign callables; a best.pt that is not the run's best
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     import torch

@@ -9,9 +9,10 @@ and calls `restore` and `restore_rng`; snapshot ensembles and evaluation read wi
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from dltrain.runinfo import library_versions
+from dltrain.runinfo import atomic_file, library_versions
 
 log = logging.getLogger("dltrain")
 FORMAT = 2  # 2: + scaler, ema, batch (position in the epoch), callbacks, final, overrides, full RNG state
@@ -75,15 +76,28 @@ def set_rng_state(state: dict) -> None:
 # -- files ------------------------------------------------------------------------------------------------------
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the target: a crash at any
-    point leaves either the old file or the new one, never a torn one."""
+    point leaves either the old file or the new one, never a torn one. A write that fails (a full disk)
+    removes its temporary file and raises WriteFailed naming `path`; the old file is untouched."""
     check_plain(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """`source`'s bytes as `path`, with save_atomic's guarantees."""
+    with atomic_file(path) as f, open(source, "rb") as src:
+        shutil.copyfileobj(src, f)
+
+
+def weights_digest(model_state: dict) -> str:
+    """sha256 of a model's weights (names, dtypes, shapes, bytes): which weights a checkpoint holds, so that the
+    run's record can name them and a reader can check that best.pt holds what metrics.json calls the best."""
+    h = hashlib.sha256()
+    for name in sorted(model_state):
+        t = model_state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

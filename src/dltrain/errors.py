@@ -40,6 +40,25 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+class WriteFailed(OSError):
+    """A file of the run could not be written (a full disk, an I/O error); names the file. The temporary file
+    is gone and the previous version of the file, if any, is untouched."""
+
+    def __init__(self, path, cause: BaseException):
+        # torch.save's writer reports "unexpected pos …"; the OSError it met (ENOSPC) is its __context__
+        error, seen = cause, set()
+        while error is not None and id(error) not in seen and not getattr(error, "strerror", None):
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
+        error = error or cause
+        reason = getattr(error, "strerror", None) or " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(getattr(error, "errno", None), reason, str(path))
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.strerror}"
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """`Type: message` on one line, for the console (the full text and the traceback go to train.log)."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "(no message)"

@@ -1,7 +1,8 @@
 """Continuing a run from its checkpoints/last.pt, bit-exactly, in its own directory.
 
-`resume=<run dir>` (or a .pt file in it) continues that run; `resume=auto` continues the run directory the
-run is given (a sweep's job directory) when it has a last.pt and starts it afresh otherwise. The trainer
+`resume=<run dir>` (or a .pt file in it) continues that run, or starts it afresh (saying so) when it was stopped
+before its first checkpoint; `resume=auto` continues the run directory the run is given (a sweep's job
+directory) when it has a last.pt and starts it afresh otherwise. The trainer
 calls, in this order:
 
     checkpoint = open_run(trainer)          # before anything is written: never overwrite; load last.pt, compare configs
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from dltrain import schema, trust
 from dltrain.checkpoint import load, restore
 from dltrain.errors import ConfigError
-from dltrain.runinfo import library_versions
+from dltrain.runinfo import KEPT, library_versions
 
 log = logging.getLogger("dltrain")
 
@@ -33,7 +34,7 @@ log = logging.getLogger("dltrain")
 # the schema's fields marked safe (schema.py).
 SAFE_TO_CHANGE = tuple(schema.resume_safe_keys())
 # resume=auto does not rerun these; interrupted, failed or missing runs are (re)started.
-FINISHED = ("completed", "stopped_early", "diverged", "pruned")
+FINISHED = KEPT
 
 
 def checkpoint_path(resume: str | Path) -> Path:
@@ -48,6 +49,16 @@ def run_dir_of(checkpoint: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
+def starts_afresh(value) -> bool:
+    """Whether `resume=value` names a run directory killed (or failed) before its first checkpoint: nothing can
+    continue it, so the resume starts it again from the beginning, in its own directory, with its overrides."""
+    if not isinstance(value, (str, Path)) or value == "auto":
+        return False
+    path = Path(value).expanduser()
+    return (path.is_dir() and not checkpoint_path(path).is_file()
+            and ((path / ".hydra" / "config.yaml").is_file() or (path / "train.log").is_file()))
+
+
 def resume_problem(value) -> str | None:
     """Why `resume=value` cannot work, or None (used by config validation)."""
     if value in (None, "auto"):
@@ -57,9 +68,9 @@ def resume_problem(value) -> str | None:
     path = Path(value).expanduser()
     if not path.exists():
         return f"resume={value}: no such run directory or checkpoint file"
-    if not checkpoint_path(path).is_file():
-        return (f"resume={value}: {checkpoint_path(path)} does not exist (the run stopped before its first "
-                f"checkpoint; start it again instead)")
+    if not checkpoint_path(path).is_file() and not starts_afresh(path):
+        return (f"resume={value}: {checkpoint_path(path)} does not exist, and {path} is not a dltrain run "
+                f"directory (no .hydra/config.yaml, no train.log)")
     return None
 
 
@@ -123,6 +134,10 @@ def open_run(trainer) -> dict | None:
     problem = resume_problem(resume)
     if problem:
         raise ConfigError([problem])
+    if starts_afresh(resume) and Path(resume).resolve() == out.resolve():
+        log.warning("resume=%s: the run was stopped before its first checkpoint, so nothing can continue it: "
+                    "starting it afresh in its directory", resume)
+        return None
     path = checkpoint_path(resume)
     from dltrain.distributed import env_rank
 

@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from dltrain.errors import WriteFailed
+
 NAME = ".lock"
 GRACE_S = 0.5   # how long `acquire` waits out a reader's momentary shared lock (a writer holds it for the run)
 
@@ -49,8 +51,11 @@ def acquire(run_dir: str | Path) -> bool:
     key = _key(run_dir)
     if key in _held:
         return False
-    key.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key / NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        key.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key / NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:  # a full disk, a read-only place: one line naming the file, like every failed write
+        raise WriteFailed(key / NAME, e) from e
     deadline = time.monotonic() + GRACE_S
     while True:
         try:

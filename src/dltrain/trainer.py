@@ -20,8 +20,8 @@ from dltrain.batch_size import fit_batch_size
 from dltrain.build import build_run, pick_device, wrap
 from dltrain.checkpoint import RunState
 from dltrain.data import cache as data_cache
-from dltrain.errors import Diverged, Interrupted, Pruned, one_line
-from dltrain.runinfo import library_versions, seed_everything, write_metrics
+from dltrain.errors import Diverged, Interrupted, Pruned
+from dltrain.runinfo import library_versions, seed_everything, write_result
 from dltrain.signals import StopSignals
 from dltrain.step import OptimizerStep
 from dltrain.steplog import StepLog
@@ -98,8 +98,7 @@ class Trainer:
             self.state.status = "interrupted"
             raise
         except Exception as e:
-            self.state.status = "failed"
-            log.error("run failed: %s", one_line(e))  # RunLog puts the whole message and traceback in train.log
+            self.state.status = "failed"  # RunLog puts the error and its traceback in train.log, the CLI one line
             self.fire("on_exception", e)
             raise
         finally:
@@ -123,7 +122,7 @@ class Trainer:
         result = self.result()
         self.fire("on_fit_end", result)
         if self.dist.is_main:
-            write_metrics(self.out_dir, result)
+            write_result(self.out_dir, result)  # a failed resume keeps a finished run's result
         distributed.cleanup()
         return result
 

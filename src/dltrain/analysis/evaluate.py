@@ -39,6 +39,40 @@ def find_checkpoint(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
+class CheckpointMismatch(ValueError):
+    """best.pt does not hold the weights the run's record (metrics.json, or last.pt) calls the best."""
+
+
+def check_best(run_dir: Path, path: Path, state: dict) -> None:
+    """Refuse a best.pt that is not the run's best: its weights must be those metrics.json's `best_checkpoint`
+    names (or, for a run killed before it wrote metrics.json, last.pt's record; for runs from before the
+    record, the epoch metrics.json calls best)."""
+    from dltrain.checkpoint import load, weights_digest
+    from dltrain.runinfo import read_metrics
+
+    metrics = read_metrics(run_dir)
+    record, source = metrics.get("best_checkpoint"), "metrics.json"
+    if record is None and not metrics and (run_dir / "checkpoints" / "last.pt").is_file():
+        record = ((load(run_dir / "checkpoints" / "last.pt").get("callbacks") or {}).get("Checkpoint") or {}).get("best")
+        source = "checkpoints/last.pt"
+    held = state.get("epoch")
+    if record is not None:
+        if weights_digest(state["model"]) == record["digest"]:
+            return
+        wanted = record["epoch"]
+    else:
+        wanted = (metrics.get("best") or {}).get("epoch")
+        if wanted is None or held == wanted:
+            return
+    last = run_dir / "checkpoints" / "last.pt"
+    hint = (" (checkpoint=last holds it)" if last.is_file() and record is not None
+            and weights_digest(load(last)["model"]) == record["digest"] else "")
+    raise CheckpointMismatch(
+        f"{path} holds epoch {held}, but {source} names epoch {wanted} as the best: it is not the run's best "
+        f"model (the run was killed while writing its checkpoints). `python train.py resume={run_dir}` repairs "
+        f"best.pt{hint}")
+
+
 def run_config(run_dir: Path):
     """The run's composed config (`.hydra/config.yaml`), checked as a file from someone else must be (trust.py),
     pointed at its directory; `model.init_from` is cleared because a checkpoint of the run holds every weight."""
@@ -89,6 +123,8 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     else:
         ckpt_path = find_checkpoint(run_dir, checkpoint)
         model, state = load_model(cfg, ckpt_path, device)
+        if checkpoint == "best":  # never the wrong model silently
+            check_best(run_dir, ckpt_path, state)
     model.eval()
     data, loss_fn = run.data, run.loss_fn
     n = int(cfg.data.num_classes)

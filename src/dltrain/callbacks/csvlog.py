@@ -8,9 +8,11 @@ purge_step does for the event file)."""
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from pathlib import Path
 
 from dltrain.callbacks.base import Callback
+from dltrain.errors import WriteFailed
 
 HEADER = ("tag", "step", "value")
 
@@ -36,20 +38,26 @@ class MetricsCSV(Callback):
         if self.resume_rows is not None and path.is_file():  # a resumed run: keep what its checkpoint had seen
             with open(path, newline="") as f:
                 kept = list(csv.reader(f))[1:1 + self.resume_rows]
-        self.file = open(path, "w", newline="")
+        try:
+            self.file = open(path, "w", newline="")
+        except OSError as e:
+            raise WriteFailed(path, e) from e
         self.writer = csv.writer(self.file)
-        self.writer.writerow(HEADER)
-        self.writer.writerows(kept)
+        with self.writing():
+            self.writer.writerow(HEADER)
+            self.writer.writerows(kept)
         self.rows = len(kept)
 
     def on_log(self, trainer, scalars: dict, step: int) -> None:
         if self.file is not None:
-            self.writer.writerows((tag, step, float(value)) for tag, value in scalars.items())
+            with self.writing():
+                self.writer.writerows((tag, step, float(value)) for tag, value in scalars.items())
             self.rows += len(scalars)
 
     def state_dict(self) -> dict:
         if self.file is not None:
-            self.file.flush()  # what the checkpoint counts is on disk
+            with self.writing():
+                self.file.flush()  # what the checkpoint counts is on disk
         return {"rows": self.rows}
 
     def load_state_dict(self, state: dict) -> None:
@@ -57,5 +65,17 @@ class MetricsCSV(Callback):
 
     def on_fit_end(self, trainer, result: dict) -> None:
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as e:
+                if result["status"] != "failed":  # a failed run has said what it could not write already
+                    raise WriteFailed(file.name, e) from e
+
+    @contextmanager
+    def writing(self):
+        """An OSError (a full disk) as WriteFailed naming metrics.csv."""
+        try:
+            yield
+        except OSError as e:
+            raise WriteFailed(self.file.name, e) from e

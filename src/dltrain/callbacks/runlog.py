@@ -5,26 +5,61 @@ import logging
 import traceback
 
 from dltrain.callbacks.base import Callback
-from dltrain.errors import Interrupted
+from dltrain.errors import Interrupted, WriteFailed, one_line
 
 log = logging.getLogger("dltrain")
+
+
+class QuietFileHandler(logging.FileHandler):
+    """train.log's handler. logging prints a traceback to stderr for every record a full disk refuses; this one
+    keeps the first failure (`failed`, naming the file) and writes nothing more. RunLog raises it at the end
+    of the epoch, where the run can fail cleanly."""
+
+    failed: WriteFailed | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import sys
+
+        self.failed = WriteFailed(self.baseFilename, sys.exc_info()[1] or OSError("write failed"))
+
+    def write_raw(self, text: str) -> None:
+        if self.failed is None and self.stream is not None:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except OSError as e:
+                self.failed = WriteFailed(self.baseFilename, e)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last flush, on a full disk: the failure is known already
+            pass
 
 
 class RunLog(Callback):
     def setup(self, trainer) -> None:
         # Before set-up, so that a failure while loading data or building the model lands in train.log too.
         # Appends: a resumed run continues its own log.
-        self.handler = logging.FileHandler(trainer.out_dir / "train.log")
+        try:
+            self.handler = QuietFileHandler(trainer.out_dir / "train.log")
+        except OSError as e:
+            raise WriteFailed(trainer.out_dir / "train.log", e) from e
         self.handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         log.addHandler(self.handler)
         log.setLevel(logging.INFO)
 
     def on_exception(self, trainer, exc: BaseException) -> None:
-        # The traceback goes to train.log only; the console gets the one-line error (trainer.fit, cli).
+        # The error and its traceback go to train.log only (as far as the disk allows); the console gets the
+        # CLI's one line (cli/jobs.py), and a caller from Python the exception itself.
         if hasattr(self, "handler") and not isinstance(exc, Interrupted):
-            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self.handler.stream.write(trace)
-            self.handler.flush()
+            self.handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed: %s",
+                                               (one_line(exc),), None))
+            self.handler.write_raw("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
     def on_fit_start(self, trainer) -> None:
         if not hasattr(self, "handler"):  # fit() fires setup first; this keeps older callers working
@@ -42,6 +77,8 @@ class RunLog(Callback):
     def on_epoch_end(self, trainer, metrics: dict) -> None:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         log.info("epoch %d/%d step %d: %s", trainer.state.epoch, trainer.max_epochs, trainer.state.step, shown)
+        if getattr(self, "handler", None) is not None and self.handler.failed is not None:  # train.log could not be written (a full disk): the run fails here
+            raise self.handler.failed
 
     def on_fit_end(self, trainer, result: dict) -> None:
         best, final, test = result["best"], result["final"], result["test"]

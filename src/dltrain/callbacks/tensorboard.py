@@ -1,12 +1,18 @@
-"""TensorBoard scalars under DESIGN §4's tags, and the run's hyper-parameters in its own event file."""
+"""TensorBoard scalars under DESIGN §4's tags, and the run's hyper-parameters in its own event file. A write that
+fails (a full disk, in the writer's thread too) is WriteFailed naming the event file, without a traceback."""
 from __future__ import annotations
+
+import threading
+from contextlib import contextmanager, suppress
 
 from omegaconf import OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from dltrain.callbacks.base import Callback
+from dltrain.errors import WriteFailed
 
 # The final metrics shown beside the hyper-parameters in TensorBoard's HParams tab.
 HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "best/val_acc")
@@ -39,14 +45,35 @@ def flat_hparams(trainer) -> dict:
     return flat
 
 
+def quiet_writer_threads() -> None:
+    """TensorBoard writes from a thread; when a write fails (a full disk) the thread keeps the exception, which
+    the next write raises in the loop (on_log names the file), and also lets it print a traceback. This
+    threading.excepthook leaves that thread's failures to the loop and every other thread's to the hook before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args):
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
+
+
 class TensorBoardLogger(Callback):
     def __init__(self, purge_step: int | None = None):
         self.purge_step = purge_step
         self.writer = None
 
     def on_fit_start(self, trainer) -> None:
-        purge = trainer.state.step + 1 if trainer.state.step else self.purge_step
-        self.writer = SummaryWriter(str(trainer.out_dir), purge_step=purge)
+        # A resumed run hides what a killed segment logged after its checkpoint; a run that starts afresh in
+        # its directory (resume=<dir> before any checkpoint, resume=auto) hides all the killed one logged.
+        resumed = trainer.state.step or trainer.cfg.get("resume")
+        purge = trainer.state.step + 1 if resumed else self.purge_step
+        quiet_writer_threads()
+        with self.writing(trainer.out_dir):
+            self.writer = SummaryWriter(str(trainer.out_dir), purge_step=purge)
 
     def on_log(self, trainer, scalars: dict, step: int) -> None:
         if self.writer is None:
@@ -54,25 +81,48 @@ class TensorBoardLogger(Callback):
         # One event holding every scalar of this step: half the cost of an add_scalar per tag, which
         # matters when train/loss and train/acc are written for every optimizer step.
         values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-        self.writer.file_writer.add_summary(Summary(value=values), step)
+        with self.writing():
+            self.writer.file_writer.add_summary(Summary(value=values), step)
 
     def add_histogram_raw(self, tag: str, hist: dict, step: int) -> None:
         """For the diagnostics callback: weight, gradient and activation histograms (binned by
         diagnostics.histograms) in this run's file."""
         if self.writer is not None:
-            self.writer.add_histogram_raw(tag, global_step=step, **hist)
+            with self.writing():
+                self.writer.add_histogram_raw(tag, global_step=step, **hist)
 
     def on_fit_end(self, trainer, result: dict) -> None:
         if self.writer is None:
             return
-        metrics = {k: v for k, v in {**result["final"], **result["test"]}.items() if k in HPARAM_METRICS}
-        if result["best"]["val/acc"] is not None:
-            metrics["best/val_acc"] = result["best"]["val/acc"]
-        # Written into this run's own event file (add_hparams would open a sub-run), so the HParams tab
-        # lines the runs of a sweep up as rows.
-        for summary in hparams(flat_hparams(trainer), metrics):
-            self.writer.file_writer.add_summary(summary)
-        for tag, value in metrics.items():
-            if tag == "best/val_acc":
-                self.writer.add_scalar(tag, value, result["epochs"])
-        self.writer.close()
+        writer, self.writer = self.writer, None
+        try:
+            with self.writing(writer=writer):
+                metrics = {k: v for k, v in {**result["final"], **result["test"]}.items() if k in HPARAM_METRICS}
+                if result["best"]["val/acc"] is not None:
+                    metrics["best/val_acc"] = result["best"]["val/acc"]
+                # Written into this run's own event file (add_hparams would open a sub-run), so the HParams tab
+                # lines the runs of a sweep up as rows.
+                for summary in hparams(flat_hparams(trainer), metrics):
+                    writer.file_writer.add_summary(summary)
+                for tag, value in metrics.items():
+                    if tag == "best/val_acc":
+                        writer.add_scalar(tag, value, result["epochs"])
+                writer.close()
+        except WriteFailed:
+            with suppress(Exception):
+                writer.close()
+            if result["status"] != "failed":  # a failed run has said what it could not write already
+                raise
+
+    @contextmanager
+    def writing(self, out_dir=None, writer=None):
+        """A failed write of the event file (here, or in the writer's thread) as WriteFailed naming the file."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            writer = writer or self.writer
+            try:
+                name = writer.file_writer.event_writer._file_name  # the writer has no public name for it
+            except AttributeError:
+                name = f"{out_dir or '.'}/events.out.tfevents.*"
+            raise WriteFailed(name, e) from e

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dltrain.cli.composition import Composition
 from dltrain.cli.resume_line import ResumeLine
 from dltrain.cli.run_dirs import RunDirectories, _env_rank
+from dltrain.errors import WriteFailed
 from dltrain.runlock import RunLocked
 from dltrain.cli.sweep_jobs import SweepJobs
 from dltrain.config import ConfigError, config_dir
@@ -71,7 +72,7 @@ def check_command_line(argv: list[str]) -> list[str]:
     except ConfigError as e:
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
-    except RunLocked as e:  # another live process writes this run directory: one line, nothing written
+    except (RunLocked, WriteFailed) as e:  # another live process writes this run directory; a full disk
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
     if new_overrides is None:

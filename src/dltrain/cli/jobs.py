@@ -5,7 +5,9 @@ status, a console line and an exit code.
 - NaN/inf loss: status diverged, a warning and the summary; exit 0 (a sweep goes on).
 - a search's pruner stopped the trial: status pruned; exit 0 (a result, like diverged).
 - an exception: status failed (metrics.json gets "error"), one line on stderr, the traceback in train.log;
-  a single run exits 1, a sweep goes on and exits 1 at the end naming the failed jobs (failures.py).
+  a single run exits 1, a sweep goes on and exits 1 at the end naming the failed jobs (failures.py). A file
+  that cannot be written (a full disk) is that one line, naming the file; a failed resume of a finished run
+  keeps its result and adds the failure to metrics.json's `attempts`.
 - SIGTERM/SIGINT/SIGUSR1: status interrupted, last.pt written, how to continue on stderr; exit 128+signal
   (a sweep stops there; `resume=auto` continues it).
 
@@ -22,15 +24,16 @@ import shlex
 import sys
 import time
 import traceback
+from contextlib import suppress
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from dltrain import runlock
 from dltrain.errors import ConfigError
-from dltrain.errors import Interrupted, one_line
+from dltrain.errors import Interrupted, WriteFailed, one_line
 from dltrain.resume import FINISHED
-from dltrain.runinfo import library_versions, read_metrics, write_metrics
+from dltrain.runinfo import library_versions, read_metrics, write_metrics, write_result
 
 log = logging.getLogger("dltrain")
 
@@ -41,7 +44,7 @@ def lock_job_dir(out: str | Path, multirun: bool) -> bool | None:
     stderr; a single run exits 2)."""
     try:
         return runlock.acquire(out)
-    except runlock.RunLocked as e:
+    except (runlock.RunLocked, WriteFailed) as e:
         print(f"dltrain: {'job' if multirun else 'run'} refused: {e}", file=sys.stderr)
         if not multirun:
             sys.exit(2)
@@ -79,10 +82,13 @@ def run_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> float:
                 sys.exit(2)
             return float("nan")
         # one line on the console; the whole message and the traceback are in train.log
-        message = oom_advice(trainer, e) if is_oom(e) else one_line(e)
+        message = oom_advice(trainer, e) if is_oom(e) else str(e) if isinstance(e, WriteFailed) else one_line(e)
         record_failure(out, e, trainer, overrides, cfg, message)
         what = "job" if multirun else "run"
-        print(f"dltrain: {what} failed: {message}\n  traceback: {out / 'train.log'}", file=sys.stderr)
+        if isinstance(e, WriteFailed):  # a full disk: the file it could not write, nothing else (train.log may not be)
+            print(f"dltrain: {what} failed: {message}; the checkpoints written before are intact", file=sys.stderr)
+        else:
+            print(f"dltrain: {what} failed: {message}\n  traceback: {out / 'train.log'}", file=sys.stderr)
         if not multirun:
             sys.exit(1)
         return float("nan")
@@ -95,28 +101,41 @@ def objective(result: dict) -> float:
 
 def record_failure(out: Path, exc: BaseException, trainer, overrides: list[str], cfg: DictConfig,
                    message: str) -> None:
-    """metrics.json says failed (with the error) and train.log has the traceback, however early it failed."""
+    """metrics.json says failed (with the error) and train.log has the traceback, however early it failed, as
+    far as the disk lets it (a full disk: the console line is all there is). A failed resume of a finished run
+    keeps that run's result; the error goes into its `attempts` (runinfo.write_result)."""
     from dltrain.callbacks.runlog import RunLog
 
-    out.mkdir(parents=True, exist_ok=True)
     logged = (trainer is not None and trainer.state.status == "failed"
               and any(isinstance(c, RunLog) for c in trainer.callbacks))
     if not logged:  # failed before Trainer.fit could record it (building the trainer, or without RunLog)
-        with open(out / "train.log", "a") as f:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            f.write(f"[{stamp}][ERROR] run failed: {message}\n")
-            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    metrics = read_metrics(out)
-    if trainer is None or trainer.state.status != "failed" or not metrics:
-        metrics = {"status": "failed", "epochs": 0, "steps": 0, "final": {},
-                   "best": {"epoch": None, "val/acc": None, "val/loss": None}, "test": {},
-                   "overrides": list(overrides), "seed": int(cfg.get("seed") or 0), "wall_s": 0.0,
-                   "versions": library_versions()}
-        if trainer is not None:
-            metrics.update(epochs=trainer.state.epoch, steps=trainer.state.step)
-    metrics["status"] = "failed"
-    metrics["error"] = message
-    write_metrics(out, metrics)
+        with suppress(OSError):
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "train.log", "a") as f:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                f.write(f"[{stamp}][ERROR] run failed: {message}\n")
+                f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if trainer is not None and trainer.state.status == "failed":  # Trainer.fit wrote metrics.json: add the error
+        metrics = read_metrics(out)
+        attempts = metrics.get("attempts") or [{}]
+        if metrics.get("status") == "failed":
+            metrics["error"] = message
+        elif "error" not in attempts[-1] and attempts[-1].get("steps") == trainer.state.step:
+            attempts[-1]["error"] = message  # the attempt just recorded beside a finished run's result
+        else:
+            metrics = None  # it could not write metrics.json
+        if metrics is not None:
+            with suppress(WriteFailed):
+                write_metrics(out, metrics)
+            return
+    metrics = {"status": "failed", "epochs": 0, "steps": 0, "final": {},
+               "best": {"epoch": None, "val/acc": None, "val/loss": None}, "test": {},
+               "overrides": list(overrides), "seed": int(cfg.get("seed") or 0), "wall_s": 0.0,
+               "versions": library_versions(), "error": message}
+    if trainer is not None:
+        metrics.update(epochs=trainer.state.epoch, steps=trainer.state.step)
+    with suppress(OSError):
+        write_result(out, metrics)
 
 
 def continue_command(cfg: DictConfig, multirun: bool) -> str:

@@ -1,5 +1,6 @@
-"""`resume=<run dir>` becomes that run's own overrides (from its checkpoint), the new ones on top, and
-`hydra.run.dir=<run dir>`; what a checkpoint from someone else would replay is checked first (trust.py)."""
+"""`resume=<run dir>` becomes that run's own overrides (from its checkpoint; from its .hydra/ when it was stopped
+before its first checkpoint and starts afresh), the new ones on top, and `hydra.run.dir=<run dir>`; what a run
+directory from someone else would replay is checked first (trust.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,7 @@ class ResumeLine:
         """The run's own overrides, then the new ones (a key given again replaces the old value), then
         hydra.run.dir=<the run's dir>. None (with problems) if the resume cannot work."""
         from dltrain.checkpoint import load
-        from dltrain.resume import checkpoint_path, resume_problem, run_dir_of
+        from dltrain.resume import checkpoint_path, resume_problem, run_dir_of, starts_afresh
 
         if self.multirun:
             self.problems.append(f"resume={resume} continues one run; to continue a sweep use "
@@ -36,11 +37,16 @@ class ResumeLine:
             return None
         path = checkpoint_path(resume)
         run_dir = run_dir_of(path)
-        try:
-            checkpoint = load(path)
-        except Exception as e:  # noqa: BLE001
-            self.problems.append(f"resume={resume}: cannot read {path} ({_first_line(e)})")
-            return None
+        if starts_afresh(resume):  # killed before its first checkpoint: its own overrides, from the start
+            checkpoint, path = self.afresh_record(run_dir, resume)
+            if checkpoint is None:
+                return None
+        else:
+            try:
+                checkpoint = load(path)
+            except Exception as e:  # noqa: BLE001
+                self.problems.append(f"resume={resume}: cannot read {path} ({_first_line(e)})")
+                return None
         saved = checkpoint.get("overrides")
         if saved is None:  # format 1 checkpoints: the overrides Hydra recorded
             saved_file = run_dir / ".hydra" / "overrides.yaml"
@@ -63,18 +69,35 @@ class ResumeLine:
         out = [*old, *rest]
         if _env_rank() == 0:
             out.append(f"hydra.run.dir={run_dir}")
-        self.check_resume_config(out, path)
+        self.check_resume_config(out, path, checkpoint.get("config"))
         return out
 
-    def check_resume_config(self, lines: list[str], path: Path) -> None:
-        from dltrain.checkpoint import load
-        from dltrain.resume import mismatch_error, unsafe_changes
+    def afresh_record(self, run_dir: Path, resume: str) -> tuple[dict | None, Path]:
+        """What a run without a checkpoint was started with, from its .hydra/: {"config", "overrides"} (None
+        when it has no readable .hydra/config.yaml) and the file it came from."""
+        config_file = run_dir / ".hydra" / "config.yaml"
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+        except Exception as e:  # noqa: BLE001 - missing or unreadable: nothing to start it again from
+            self.problems.append(f"resume={resume}: {run_dir} was stopped before its first checkpoint and its "
+                                 f"{config_file} cannot be read ({_first_line(e)}); start a new run instead")
+            return None, config_file
+        config.pop("hydra", None)
+        overrides_file = run_dir / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+        return {"config": config, "overrides": [str(o) for o in overrides]}, config_file
+
+    def check_resume_config(self, lines: list[str], path: Path, saved: dict) -> None:
+        from dltrain.resume import flatten, mismatch_error, unsafe_changes
 
         cfg = self.compose([line for line in lines if not line.startswith("hydra.")])
         if cfg is None:
             return
         with open_dict(cfg):
             cfg.pop("hydra")
-        problems = unsafe_changes(load(path)["config"], cfg)
+        if path.suffix == ".yaml":  # .hydra/config.yaml: unresolved, as Hydra wrote it; paths.* differ freely
+            saved = {k: v for k, v in flatten(saved).items() if "${" not in str(v)}
+            cfg = {k: v for k, v in flatten(cfg).items() if k in saved}
+        problems = unsafe_changes(saved, cfg)
         if problems:
             self.problems.extend(mismatch_error(path, problems).problems)

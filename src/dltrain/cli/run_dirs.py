@@ -13,6 +13,7 @@ from omegaconf import DictConfig, open_dict
 from dltrain import runlock, trust
 
 RUN_FILES = ("metrics.json", "train.log", "checkpoints")   # a directory holding any of these holds a run
+MIN_FREE = 1 << 20   # bytes a run directory's filesystem needs to start a run at all
 
 
 class RunDirectories:
@@ -124,6 +125,9 @@ def _not_creatable(path: Path) -> str | None:
                 return f"{ancestor} exists and is not a directory"
             if not os.access(ancestor, os.W_OK | os.X_OK):
                 return f"{ancestor} is not writable"
+            free = shutil.disk_usage(ancestor).free
+            if free < MIN_FREE:  # Hydra's own first write (.hydra/) would fail with a traceback
+                return f"the filesystem of {ancestor} is full ({free // 1024} KiB free)"
             return None
     return None
 

@@ -206,9 +206,12 @@ EVAL_ROWS = [
     (["run={made}/eval_foreign_target"], ["_target_", "os.system"]),
 ]
 
-# The subset that goes through real processes (all at once): (script, row index in its table)
-SUBPROCESS = [("train.py", 0), ("train.py", 44), ("train.py", 66), ("train.py", 72), ("train.py", 95),
-              ("train.py", 109), ("scripts/evaluate.py", 17), ("scripts/evaluate.py", 20)]
+# The subset that goes through real processes (all at once): (script, a row's arguments)
+SUBPROCESS = [("train.py", ["optimizer.lr=nan"]), ("train.py", [SYN, "data.val_size=2048"]),
+              ("train.py", [SYN, "norm=batch", "data.batch_size=597"]), ("train.py", ["optimizer.lr=${oops}"]),
+              ("train.py", ["regularizer=early_stopping", "regularizer.early_stopping.monitor=val/bogus"]),
+              ("train.py", ["hydra.run.dir=/proc/dltrain-test"]), ("train.py", ["resume={made}/plain.pt"]),
+              ("scripts/evaluate.py", ["run={made}/eval_bad_yaml"])]
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -344,8 +347,8 @@ def test_real_processes_refuse_them_too(made, tmp_path):
     env.pop("DLTRAIN_VALIDATED", None)
     before = checksums(made)
     procs = []
-    for i, (script, row) in enumerate(SUBPROCESS):
-        args, expected = (TRAIN_ROWS if script == "train.py" else EVAL_ROWS)[row]
+    for i, (script, args) in enumerate(SUBPROCESS):
+        expected = dict((tuple(a), e) for a, e in (TRAIN_ROWS if script == "train.py" else EVAL_ROWS))[tuple(args)]
         cwd = tmp_path / str(i)
         cwd.mkdir()
         procs.append((subprocess.Popen([sys.executable, str(ROOT / script), *fill(args, made)], cwd=cwd, env=env,

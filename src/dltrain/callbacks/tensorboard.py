@@ -1,4 +1,5 @@
-"""TensorBoard scalars under DESIGN §4's tags, and the run's hyper-parameters in its own event file."""
+"""TensorBoard scalars under the tags of docs/contract.md ("Metrics"), and the run's hyper-parameters in its
+own event file."""
 from __future__ import annotations
 
 from omegaconf import OmegaConf

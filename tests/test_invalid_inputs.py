@@ -178,6 +178,14 @@ TRAIN_ROWS = [
      ["optimizer.lr=nan", "regularizer.dropout=nan", "data.normalize='zscore'"]),
 ]
 
+# A search's own settings, which its sweeper checks once Hydra has started it, before the sweep directory exists
+SEARCH = ["-m", "hparams_search=optuna", SYN, "trainer.max_epochs=1"]
+SWEEPER_ROWS = [
+    ([*SEARCH, "optimizer.lr=tag(log, interval(0, 1))"], ["optimizer.lr=tag(log, interval(0, 1))", "> 0"]),
+    ([*SEARCH, "hydra.sweeper.n_trials=-1"], ["hydra.sweeper.n_trials=-1"]),
+    ([*SEARCH, "hydra.sweeper.objective=val/bogus"], ["hydra.sweeper.objective='val/bogus'", "val/acc"]),
+]
+
 # (arguments of scripts/evaluate.py, substrings the message must contain)
 EVAL_ROWS = [
     ([], ["usage", "run="]),
@@ -323,6 +331,20 @@ def test_train_refuses_it_before_any_work(args, expected, made, tmp_path, monkey
     assert_refused(exit_info.value.code, captured.err + captured.out, expected, made, before, tmp_path)
 
 
+@pytest.mark.parametrize("args,expected", SWEEPER_ROWS, ids=[" ".join(a) for a, _ in SWEEPER_ROWS])
+def test_a_search_refuses_its_settings_before_any_work(args, expected, made, tmp_path, monkeypatch, capsys,
+                                                       quiet_env):
+    from dltrain import cli
+
+    before = checksums(made)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    assert_refused(exit_info.value.code, captured.err + captured.out, expected, made, before, tmp_path)
+
+
 @pytest.mark.parametrize("args,expected", EVAL_ROWS, ids=[" ".join(a) or "(none)" for a, _ in EVAL_ROWS])
 def test_evaluate_refuses_it_before_any_work(args, expected, made, tmp_path, monkeypatch, capsys, quiet_env):
     before = checksums(made)
@@ -336,8 +358,8 @@ def test_evaluate_refuses_it_before_any_work(args, expected, made, tmp_path, mon
 
 
 def test_the_table_is_large_and_every_row_names_a_key():
-    assert len(TRAIN_ROWS) + len(EVAL_ROWS) >= 100
-    assert all(expected for _, expected in TRAIN_ROWS + EVAL_ROWS)
+    assert len(TRAIN_ROWS) + len(SWEEPER_ROWS) + len(EVAL_ROWS) >= 100
+    assert all(expected for _, expected in TRAIN_ROWS + SWEEPER_ROWS + EVAL_ROWS)
 
 
 @pytest.mark.slow

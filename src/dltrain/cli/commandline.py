@@ -140,7 +140,7 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
             cfg.pop("hydra")
         problems = validate(cfg)
         if not problems:  # the data set itself (loaded once, kept for the run): sizes, classes, batches
-            from dltrain.data.check import data_problems
+            from dltrain.dataset_rules import data_problems
 
             problems = data_problems(cfg)
         self.problems.extend(problems)

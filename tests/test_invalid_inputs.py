@@ -379,3 +379,23 @@ def test_real_processes_refuse_them_too(made, tmp_path):
     for proc, expected, cwd in procs:
         out, err = proc.communicate(timeout=300)
         assert_refused(proc.returncode, out + err, expected, made, before, cwd)
+
+
+def test_a_named_data_root_has_no_fall_back_and_train_log_names_the_directory(made, tmp_path, monkeypatch):
+    """The system copy is there, yet a data.root named on the command line that lacks the files is an error
+    naming it; left at its default (an interpolation of paths.data_dir) the system copy is read, and the note
+    that goes into train.log names the directory either way."""
+    from dltrain.config import compose_config
+    from dltrain.data import cache, load_splits
+    from dltrain.errors import DataError
+
+    system = tmp_path / "system"
+    fake_mnist(system / "mnist", seed=1)
+    monkeypatch.setattr("dltrain.data.datasets.SYSTEM_DATASETS", system)
+    monkeypatch.setattr(cache, "_CACHE", {})
+    with pytest.raises(DataError, match=f"data.root={made / 'empty'} holds no MNIST"):
+        load_splits(compose_config(["data=mnist", f"data.root={made / 'empty'}"]))
+    load_splits(compose_config(["data=mnist", f"paths.data_dir={made / 'empty'}"]))
+    assert cache.last_load_note().endswith(f"from {system / 'mnist'}")
+    load_splits(compose_config(["data=mnist", f"data.root={made / 'mnist'}"]))
+    assert cache.last_load_note().endswith(f"from {made / 'mnist'}")

@@ -222,8 +222,6 @@ def scheduler_rules(cfg: DictConfig) -> list[str]:
         if node.get("interval") != "epoch":
             p.append(f"scheduler.interval={node.get('interval')!r}: a schedule that watches "
                      f"scheduler.monitor={monitor!r} must use interval=epoch")
-        if not str(monitor).startswith("val/"):
-            p.append(f"scheduler.monitor={monitor!r} must name a validation metric such as 'val/loss'")
     milestones = node.get("milestones")
     if milestones is not None:
         ms = _plain(milestones)

@@ -31,22 +31,23 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     run = Path(args["run"])
-    if not (run / ".hydra" / "config.yaml").is_file():
-        print(f"evaluate: {run} has no .hydra/config.yaml: not a dltrain run directory", file=sys.stderr)
+    if not args["run"] or not (run / ".hydra" / "config.yaml").is_file():
+        print(f"evaluate: run={args['run']}: no .hydra/config.yaml there: not a dltrain run directory",
+              file=sys.stderr)
         return 2
     if args["split"] not in ("test", "val"):
         print(f"evaluate: split={args['split']!r} is not one of ['test', 'val']", file=sys.stderr)
         return 2
     from dltrain.analysis.evaluate import CheckpointMismatch, confusion_text, evaluate_run
-    from dltrain.errors import ConfigError
+    from dltrain.errors import ConfigError, DataError
 
     if args.get("ensemble") not in (None, "snapshots"):
         print(f"evaluate: ensemble={args['ensemble']!r} is not one of ['snapshots']", file=sys.stderr)
         return 2
     try:
         r = evaluate_run(run, args["checkpoint"], args["split"], ensemble=args.get("ensemble"))
-    except (FileNotFoundError, ConfigError, CheckpointMismatch) as e:  # no such checkpoint; a config that names
-        # foreign callables; a best.pt that is not the run's best
+    except (FileNotFoundError, ConfigError, DataError, CheckpointMismatch) as e:  # no such checkpoint or
+        # data; a bad or foreign config; a best.pt that is not the run's best
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     import torch

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print("landscape: " + "\n  ".join(problems) + f"\n{USAGE}", file=sys.stderr)
         return 2
     from dltrain.analysis.runs import analyse_run, analyse_sweep
+    from dltrain.errors import DataError
 
     options = {k: args[k] for k in OPTIONS}
     try:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print_sweep(results)
             print(f"written: curvature.json and landscape_*.png in each run; {args['sweep']}/landscape_1d.png, "
                   f"landscape_2d.png, and summary.md, summary.csv with lambda_max")
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, DataError) as e:  # DataError: a checkpoint that is not one
         print(f"landscape: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,6 @@
-"""End to end through the real CLI in a subprocess: run-dir layout (DESIGN §5), TensorBoard tags
-(DESIGN §4), metrics.json, multirun naming, and the error for a misspelt option."""
+"""End to end through the real CLI in a subprocess: run-dir layout (docs/contract.md, "Run directories"),
+TensorBoard tags (docs/contract.md, "Metrics"), metrics.json, multirun naming, and the error for a misspelt
+option."""
 from __future__ import annotations
 
 import re

@@ -28,7 +28,7 @@ def validate_schedule(cfg) -> list[str]:
 
 SCHEDULERS = ["none", "step", "multistep", "exponential", "inverse_time", "cosine", "warmup_cosine",
               "onecycle", "plateau",
-              "cosine_restarts"]  # beyond DESIGN §2's list: SGDR, for snapshot ensembles (README)
+              "cosine_restarts"]  # beyond the list of docs/contract.md: SGDR, for snapshot ensembles (README)
 STEPS_PER_EPOCH, EPOCHS = 7, 6
 T_STEPS = STEPS_PER_EPOCH * EPOCHS  # 42
 

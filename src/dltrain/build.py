@@ -14,7 +14,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dltrain import memory
 from dltrain.data import DataModule, build_datamodule
-from dltrain.errors import ConfigError
 from dltrain.length import RunLength
 from dltrain.models import build_model
 from dltrain.optim import build_optimizer, optimizer_factory
@@ -47,7 +46,6 @@ def build_run(cfg: DictConfig, device: torch.device | str = "cpu", rank: int = 0
     """The run `cfg` describes, on `device` (this process's shard of the data under DDP)."""
     device = torch.device(device)
     data = build_datamodule(cfg, device, rank, world_size)
-    check_data_shape(cfg, data)
     model = build_model(cfg).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -60,15 +58,6 @@ def build_run(cfg: DictConfig, device: torch.device | str = "cpu", rank: int = 0
                ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None,
                memory_estimate=memory.estimate(model, optimizer_factory(cfg), cfg.data.batch_size, data.in_shape,
                                                device))
-
-
-def check_data_shape(cfg: DictConfig, data: DataModule) -> None:
-    """The data the loader produced must have the shape the model is built for (data.in_shape)."""
-    expected = tuple(cfg.data.in_shape)
-    if tuple(data.in_shape) != expected:
-        raise ConfigError([f"data.in_shape={list(expected)} but the data set gives samples of shape "
-                           f"{list(data.in_shape)}; the model (model.*) is built for data.in_shape: set "
-                           f"data.in_shape={list(data.in_shape)}"])
 
 
 def wrap(model: nn.Module, t: DictConfig, device: torch.device, warn) -> nn.Module:

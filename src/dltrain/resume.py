@@ -71,7 +71,16 @@ def resume_problem(value) -> str | None:
     if not checkpoint_path(path).is_file() and not starts_afresh(path):
         return (f"resume={value}: {checkpoint_path(path)} does not exist, and {path} is not a dltrain run "
                 f"directory (no .hydra/config.yaml, no train.log)")
+    run = run_dir_of(checkpoint_path(path))
+    if path.suffix == ".pt" and (path.parent.name != "checkpoints" or not is_run_dir(run)):
+        # a resumed run writes into the checkpoint's run directory: never make some other directory one
+        return (f"resume={value}: {run} is not a run directory (a checkpoint continues the run it lies in, "
+                f"<run>/checkpoints/*.pt); to start a new run from these weights use model.init_from={value}")
     return None
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((Path(path) / name).exists() for name in (".hydra", "train.log", "metrics.json"))
 
 
 # -- comparing configs ----------------------------------------------------------------------------------------

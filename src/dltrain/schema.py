@@ -63,7 +63,7 @@ class Data:
     _target_: str = MISSING
     root: Optional[str] = rule(None, safe=True)        # where the files are: a moved data set may resume
     batch_size: int = rule(128, rng=(1, None))
-    val_size: int = rule(5000, rng=(0, None))
+    val_size: int = rule(5000, rng=(1, None))    # 0 would log val/* of no samples as if measured
     num_classes: int = rule(10, rng=(1, None))
     in_shape: List[int] = rule(factory=lambda: [1, 28, 28])
     normalize: str = rule("standardize", choices=["standardize", "minmax", "none"])
@@ -115,7 +115,7 @@ class Paths:
 
 @dataclass
 class Root:
-    seed: int = 0
+    seed: int = rule(0, rng=(0, 2**32 - 1))             # numpy's seeds are 32-bit
     name: Optional[str] = rule(None, safe=True)
     resume: Optional[str] = rule(None, safe=True)
     paths: Paths = field(default_factory=Paths)
@@ -153,6 +153,14 @@ def schema_fields(node=Root, prefix: str = ""):
             yield from schema_fields(type(default), key + ".")
         else:
             yield key, f, node
+
+
+def rule_fields():
+    """schema_fields() and the own fields of the nodes an option swaps in (data=synthetic's train_size…)."""
+    seen = {key: (key, f, node) for key, f, node in schema_fields()}
+    for key, f, node in schema_fields(SyntheticData, "data."):
+        seen.setdefault(key, (key, f, node))
+    return list(seen.values())
 
 
 def resume_safe_keys() -> list[str]:

@@ -1,11 +1,11 @@
 """Per-step training numbers kept on the device until the next log flush.
 
-DESIGN logs train/loss and train/acc for every optimizer step. Counting a step's correct predictions takes
-three small ops (argmax, compare, sum); done per step they cost a few percent of a small model's step on the
-CPU (measured against the same loop without them), and on a GPU three kernel launches. So a step only keeps
-its logits, and the counting runs once per flush, over all of them, in as few ops as possible: right after
-a step each op costs several times what it costs in a micro-benchmark, so their number matters more than
-their size.
+docs/contract.md ("Metrics") logs train/loss and train/acc for every optimizer step. Counting a step's
+correct predictions takes three small ops (argmax, compare, sum); done per step they cost a few percent of a
+small model's step on the CPU (measured against the same loop without them), and on a GPU three kernel
+launches. So a step only keeps its logits, and the counting runs once per flush, over all of them, in as few
+ops as possible: right after a step each op costs several times what it costs in a micro-benchmark, so their
+number matters more than their size.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Validation: every mistake in a composed config, before any directory or data exists, each naming the key,
 the bad value and what is allowed. It runs once per job (`compose_config`, or the command-line check in
-cli/commandline.py) and has three parts:
+cli/commandline.py) and has three parts, after the rules on values of value_rules.py (every value resolves,
+every number is finite, the nodes a run builds are there, a watched metric is one the run logs):
 
 1. the schema's rules (schema.py): ranges (finite numbers only), choices;
 2. rules between keys, of paths and of the machine, which no single field can say;
@@ -29,7 +30,12 @@ COMPILE_MODES = ["default", "max-autotune-no-cudagraphs"]
 
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem with `cfg`; an empty list when it can start a run."""
-    p = schema_problems(cfg) + rule_problems(cfg)
+    from dltrain import value_rules
+
+    blocking = value_rules.blocking_problems(cfg)
+    if blocking:
+        return blocking
+    p = value_rules.value_problems(cfg) + schema_problems(cfg) + rule_problems(cfg)
     # Build only when the keys the builds read are sound, or their errors would repeat the ones above.
     shape_keys = ("model.", "data.", "activation.", "norm.", "regularizer.", "init.", "model=")
     if not any(line.startswith(shape_keys) for line in p):
@@ -59,7 +65,7 @@ def range_problem(key: str, value, lo=None, hi=None, lo_open=False, hi_open=Fals
 
 def schema_problems(cfg: DictConfig) -> list[str]:
     p = []
-    for key, f, _ in schema.schema_fields():
+    for key, f, _ in schema.rule_fields():
         value = _get(cfg, key)
         if value is _MISSING or value is None:
             continue
@@ -216,8 +222,6 @@ def scheduler_rules(cfg: DictConfig) -> list[str]:
         if node.get("interval") != "epoch":
             p.append(f"scheduler.interval={node.get('interval')!r}: a schedule that watches "
                      f"scheduler.monitor={monitor!r} must use interval=epoch")
-        if not str(monitor).startswith("val/"):
-            p.append(f"scheduler.monitor={monitor!r} must name a validation metric such as 'val/loss'")
     milestones = node.get("milestones")
     if milestones is not None:
         ms = _plain(milestones)
@@ -335,6 +339,13 @@ def build_problems(cfg: DictConfig) -> list[str]:
     except Exception as e:  # noqa: BLE001
         return [f"{what} cannot take inputs of data.in_shape={in_shape}: {_reason(e)}"]
     p = []
+    if cfg.model.get("init_from"):
+        from dltrain.models import compatible_weights
+
+        try:
+            compatible_weights(model, cfg.model.init_from)
+        except ValueError as e:
+            p.append(str(e))
     if tuple(out.shape) != (1, int(cfg.data.num_classes)):
         p.append(f"{what} gives outputs of shape {list(out.shape)[1:]} for data.in_shape={in_shape}, not "
                  f"data.num_classes={cfg.data.num_classes}")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CLASS_NAMES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -79,14 +79,26 @@ def run_config(run_dir: Path):
     from dltrain import trust
     from dltrain.config import register_resolvers
 
+    from dltrain.errors import ConfigError
+    from dltrain.validation import validate
+
     register_resolvers()
     config_file = Path(run_dir) / ".hydra" / "config.yaml"
-    cfg = OmegaConf.load(config_file)
+    try:
+        cfg = OmegaConf.load(config_file)
+    except Exception as e:  # noqa: BLE001 - a YAML syntax error, an unreadable file
+        raise ConfigError([f"{config_file}: not readable YAML ({' '.join(str(e).split())[:200]})"]) from None
+    if not isinstance(cfg, DictConfig) or not {"model", "data", "paths"} <= set(cfg):
+        raise ConfigError([f"{config_file}: not a dltrain run's config (a mapping with model, data, paths…)"])
     trust.check_config(OmegaConf.to_container(cfg, resolve=False), str(config_file))  # before building anything
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = str(run_dir)
     cfg.model.init_from = None
     cfg.trainer.devices = 1             # the evaluation's device is its own, not the run's GPU lease
+    # how the run trained (trainer.*) and continued (resume) do not matter to its evaluation
+    problems = [p for p in validate(cfg) if not p.startswith(("trainer.", "resume"))]
+    if problems:
+        raise ConfigError([f"{config_file}: {p}" for p in problems])
     return cfg
 
 
@@ -95,9 +107,20 @@ def load_model(cfg, path: Path, device: torch.device):
     from dltrain.checkpoint import load
     from dltrain.models import build_model
 
+    from dltrain.errors import DataError
+
     model = build_model(cfg).to(device)
-    state = load(path, map_location=device)
-    model.load_state_dict(state["model"])
+    try:
+        state = load(path, map_location=device)
+        weights = dict(state["model"])
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt, or some other .pt: torch's message is a paragraph
+        raise DataError(f"{path} is not a dltrain checkpoint (a .pt file with a 'model' state dict): "
+                        f"{type(e).__name__}") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        reason = " ".join(str(e).split())
+        raise DataError(f"{path} holds another architecture than the run's config builds: {reason[:300]}") from None
     return model, state
 
 

@@ -1,5 +1,6 @@
-"""TensorBoard scalars under DESIGN §4's tags, and the run's hyper-parameters in its own event file. A write that
-fails (a full disk, in the writer's thread too) is WriteFailed naming the event file, without a traceback."""
+"""TensorBoard scalars under the tags of docs/contract.md ("Metrics"), and the run's hyper-parameters in its
+own event file. A write that fails (a full disk, in the writer's thread too) is WriteFailed naming the event
+file, without a traceback."""
 from __future__ import annotations
 
 import threading

@@ -147,6 +147,10 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
         with open_dict(cfg):
             cfg.pop("hydra")
         problems = validate(cfg)
+        if not problems:  # the data set itself (loaded once, kept for the run): sizes, classes, batches
+            from dltrain.dataset_rules import data_problems
+
+            problems = data_problems(cfg)
         self.problems.extend(problems)
         if not problems:
             self.validated.append(config_digest(cfg))
@@ -157,6 +161,10 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
         """A search runs through hparams_search, which sets its sweeper up for dltrain; a sweeper chosen
         directly would run without it."""
         choices = cfg.hydra.runtime.choices
+        for group in ("hparams_search", "launcher"):  # without -m Hydra runs one job and ignores them
+            if not self.multirun and choices.get(group) is not None:
+                self.problems.append(f"{group}={choices[group]} runs with -m (--multirun) only; without it one "
+                                     f"run starts and the {group} is ignored: add -m")
         chosen = choices.get("hydra/sweeper")
         if chosen != "basic" and choices.get("hparams_search") is None:
             options = ", ".join(self.options("hparams_search"))

@@ -19,10 +19,15 @@ class Composition:
         parsed, ok = [], True
         for line in overrides:
             try:
-                parsed.append(parser.parse_overrides([line])[0])
+                override = parser.parse_overrides([line])[0]
             except Exception as e:  # noqa: BLE001 - Hydra's parse errors name the override
                 self.problems.append(f"{line}: cannot parse it ({_first_line(e)})")
                 ok = False
+                continue
+            if not override.key_or_group.lstrip("+~"):
+                self.problems.append(f"{line}: no key before '='; write <group>=<option> or <key>=<value>")
+                ok = False
+            parsed.append(override)
         return parsed if ok else None
 
     def compose_or_raise(self, lines: list[str]) -> DictConfig:
@@ -103,9 +108,11 @@ class Composition:
         if o.type.name == "ADD" and in_defaults:
             self.problems.append(f"{line}: {group} is already chosen by default; change it with {group}={_show(value)}")
             return False
-        if value is None:
-            return True
         options = self.options(group)
+        if value is None:
+            self.problems.append(f"{line}: a config group takes one of its options, not null; options: "
+                                 f"{', '.join(options)}")
+            return False
         chosen = value if isinstance(value, list) else [value]
         bad = [str(v) for v in chosen if str(v) not in options]
         for v in bad:

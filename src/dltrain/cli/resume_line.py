@@ -47,6 +47,10 @@ class ResumeLine:
             except Exception as e:  # noqa: BLE001
                 self.problems.append(f"resume={resume}: cannot read {path} ({_first_line(e)})")
                 return None
+            if not isinstance(checkpoint, dict) or not {"config", "model"} <= set(checkpoint):
+                self.problems.append(f"resume={resume}: {path} is not a dltrain checkpoint (it holds no config "
+                                     f"and model state)")
+                return None
         saved = checkpoint.get("overrides")
         if saved is None:  # format 1 checkpoints: the overrides Hydra recorded
             saved_file = run_dir / ".hydra" / "overrides.yaml"

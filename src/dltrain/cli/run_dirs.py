@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dltrain import runlock, trust
 
@@ -19,12 +19,15 @@ MIN_FREE = 1 << 20   # bytes a run directory's filesystem needs to start a run a
 class RunDirectories:
     def output_dirs(self, cfg: DictConfig) -> tuple[Path, Path] | None:
         """(run or sweep directory, this job's directory) as Hydra will name them."""
+        key = "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
         try:
-            if not self.multirun:
-                root = Path(str(cfg.hydra.run.dir))
-                return root, root
-            root = Path(str(cfg.hydra.sweep.dir))
-            return root, root / str(cfg.hydra.sweep.subdir)
+            text = str(OmegaConf.select(cfg, key))
+            if not text.strip():  # Path("") is the current directory
+                self.problems.append(f"{key}= is empty: the current directory would become the run's; "
+                                     f"choose a writable place with {key}=<dir>")
+                return None
+            root = Path(text)
+            return (root, root / str(cfg.hydra.sweep.subdir)) if self.multirun else (root, root)
         except Exception:  # noqa: BLE001 - a launcher-specific interpolation; Hydra will say
             return None
 
@@ -56,7 +59,12 @@ class RunDirectories:
         last = checkpoint_path(job)
         if status in FINISHED or not last.is_file():
             return
-        saved = load(last)["config"]
+        try:
+            saved = load(last)["config"]
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt, or not a dltrain checkpoint
+            self.problems.append(f"resume=auto: cannot read {last} ({' '.join(str(e).split())[:200]}); "
+                                 f"move it away to start {job} afresh")
+            return
         untrusted = trust.config_problems(saved, f"resume=auto: {last}")
         if untrusted:
             self.problems.extend(untrusted)
@@ -117,10 +125,16 @@ def _status(job: Path) -> str | None:
 
 
 def _not_creatable(path: Path) -> str | None:
-    """Why `path` cannot be created as a directory (without creating anything), or None."""
+    """Why `path` cannot be created as a directory, or None. Only an empty probe directory is made (and removed
+    at once) in the nearest existing ancestor: the OS alone knows that /proc or a read-only mount refuses it."""
     path = path.expanduser().absolute()
+    too_long = [part for part in path.parts if len(part.encode()) > 255]
+    if too_long or len(str(path).encode()) >= 4096:
+        return f"a name longer than the file system allows ({len((too_long or [str(path)])[0])} characters)"
     for ancestor in (path, *path.parents):
-        if ancestor.exists():
+        try:
+            if not ancestor.exists():
+                continue
             if not ancestor.is_dir():
                 return f"{ancestor} exists and is not a directory"
             if not os.access(ancestor, os.W_OK | os.X_OK):
@@ -128,7 +142,12 @@ def _not_creatable(path: Path) -> str | None:
             free = shutil.disk_usage(ancestor).free
             if free < MIN_FREE:  # Hydra's own first write (.hydra/) would fail with a traceback
                 return f"the filesystem of {ancestor} is full ({free // 1024} KiB free)"
+            probe = ancestor / f".dltrain-probe-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
             return None
+        except OSError as e:
+            return f"cannot create a directory in {ancestor} ({e.strerror or e})"
     return None
 
 

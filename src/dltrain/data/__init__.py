@@ -24,11 +24,11 @@ class DataModule:
     in_shape: tuple[int, ...]
 
 
-def load_splits(cfg: DictConfig) -> Splits:
+def load_splits(cfg: DictConfig, for_check: bool = False) -> Splits:
     """The raw uint8 splits the config's data `_target_` loads (cached per process, see cache.py)."""
     from dltrain.data.cache import cached_splits
 
-    return cached_splits(cfg.data, lambda: get_method(cfg.data._target_)(cfg.data))
+    return cached_splits(cfg.data, lambda: get_method(cfg.data._target_)(cfg.data), for_check)
 
 
 def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: int):
@@ -42,7 +42,7 @@ def resident_fits(splits: Splits, device: torch.device) -> bool:
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
-    size = sum(t.numel() * t.element_size() for t in vars(splits).values())
+    size = sum(t.numel() * t.element_size() for t in vars(splits).values() if isinstance(t, torch.Tensor))
     return size < free / 2
 
 
@@ -51,8 +51,15 @@ def build_datamodule(cfg: DictConfig, device: torch.device | str = "cpu", rank: 
     """Train/val/test loaders for cfg.data on `device`; augmentation only on the training loader."""
     from dltrain.data.augment import build_augment
 
+    from dltrain.data.check import split_problems
+    from dltrain.errors import ConfigError
+
     device = torch.device(device)
-    splits = select_classes(load_splits(cfg), cfg.data.get("classes"))  # transfer: a class subset
+    raw = load_splits(cfg)
+    problems = split_problems(cfg, raw)  # the command-line check said so already; a run from Python hears it here
+    if problems:
+        raise ConfigError(problems)
+    splits = select_classes(raw, cfg.data.get("classes"))  # transfer: a class subset
     d = cfg.data
     train_x, train_y, val_x, val_y = split_validation(splits.train_x, splits.train_y, d.val_size)
     normalize = Normalizer(train_x, d.normalize)

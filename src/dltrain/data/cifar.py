@@ -109,11 +109,16 @@ def _download(root: Path) -> Path:
     return root / CIFAR10.base_folder
 
 
-def locate_cifar10(root: str | None) -> Path:
+def locate_cifar10(root: str | None, explicit: bool = False) -> Path:
+    """`explicit`: a data.root the user named holds the files; nothing is downloaded into it."""
     if root:
         found = _batches_dir(Path(root))
         if found is not None:
             return found
+    if root and explicit:
+        raise DataError(f"data.root={root} holds no CIFAR-10 ({', '.join(TRAIN_FILES + TEST_FILES)} in {root} or "
+                        f"{Path(root) / BASE_FOLDER}); put them there, or leave data.root unset to download into "
+                        f"paths.data_dir")
     from torchvision.datasets import CIFAR10
 
     url = CIFAR10.url
@@ -137,10 +142,10 @@ def locate_cifar10(root: str | None) -> Path:
     )
 
 
-def load_cifar10(root: str | None) -> Splits:
-    directory = locate_cifar10(root)
+def load_cifar10(root: str | None, explicit: bool = False) -> Splits:
+    directory = locate_cifar10(root, explicit)
     parts = {split: [read_cifar_batch(directory / name) for name in names]
              for split, names in (("train", TRAIN_FILES), ("test", TEST_FILES))}
     (train_x, train_y), (test_x, test_y) = ((torch.cat([x for x, _ in p]), torch.cat([y for _, y in p]))
                                             for p in parts.values())
-    return Splits(train_x, train_y, test_x, test_y)
+    return Splits(train_x, train_y, test_x, test_y, source=str(directory))

@@ -2,7 +2,9 @@
 
 Each loader takes the `data` config node and returns `Splits`. The MNIST family is found in this order:
 `data.root` (the four IDX files flat, or torchvision's `<Class>/raw` layout below it) → Debian's
-`/usr/share/datasets/<name>/` → torchvision's download into `data.root`. CIFAR-10 lives in cifar.py.
+`/usr/share/datasets/<name>/` → torchvision's download into `data.root`. A `data.root` the user named (not the
+default `${paths.data_dir}/<name>`) is the only place looked in, and nothing is downloaded into it: never a
+silent fall-back to another copy. CIFAR-10 lives in cifar.py.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dltrain.data.cifar import load_cifar10
 from dltrain.data.idx import read_idx
@@ -80,16 +82,24 @@ def _download(source: IdxSource, root: Path) -> Path:
     return found
 
 
-def locate(source: IdxSource, root: str | None) -> Path:
-    """The directory holding the four IDX files of `source`, downloading them into `root` as a last resort."""
+def locate(source: IdxSource, root: str | None, explicit: bool = False) -> Path:
+    """The directory holding the four IDX files of `source`, downloading them into `root` as a last resort.
+    An `explicit` root (one the user named, not the default) is the only place looked in, and nothing is
+    downloaded into it: it names the files to use, and a fall-back would silently train on others."""
     searched = [Path(root)] if root else []
-    searched.append(SYSTEM_DATASETS / source.debian_name)
+    if not (explicit and root):
+        searched.append(SYSTEM_DATASETS / source.debian_name)
     for directory in searched:
         found = _idx_dir(source, directory)
         if found is not None:
             return found
     if not root:
         failure = "nothing was downloaded because data.root is not set"
+    elif explicit:
+        raise DataError(f"data.root={root} holds no {source.title}: {_what_is_there(source, Path(root))}.\n"
+                        f"Put the four IDX files there; or leave data.root unset to read "
+                        f"{SYSTEM_DATASETS / source.debian_name} (sudo apt-get install dataset-{source.debian_name}) "
+                        f"or download into paths.data_dir")
     else:
         try:
             return _download(source, Path(root))
@@ -105,12 +115,12 @@ def locate(source: IdxSource, root: str | None) -> Path:
         f"  sudo apt-get install dataset-{source.debian_name}      # Debian/Ubuntu: puts it in "
         f"{SYSTEM_DATASETS / source.debian_name}\n"
         f"  python train.py data.root=/dir/with/the/four/idx-ubyte.gz/files\n"
-        f"  run once with network access: torchvision downloads it into data.root"
+        f"  run once with network access, data.root at its default: torchvision downloads it into {root or 'data.root'}"
     )
 
 
-def load_idx_splits(source: IdxSource, root: str | None) -> Splits:
-    directory = locate(source, root)
+def load_idx_splits(source: IdxSource, root: str | None, explicit: bool = False) -> Splits:
+    directory = locate(source, root, explicit)
     t = {key: read_idx(_find(directory, stem)) for key, stem in IDX_FILES.items()}
     for split in ("train", "test"):
         x, y = t[f"{split}_x"], t[f"{split}_y"]
@@ -126,19 +136,25 @@ def load_idx_splits(source: IdxSource, root: str | None) -> Splits:
     if t["train_x"].shape[1:] != t["test_x"].shape[1:]:
         raise DataError(f"{directory}: train images are {list(t['train_x'].shape[1:])} but test images "
                         f"{list(t['test_x'].shape[1:])}")
-    return Splits(t["train_x"].unsqueeze(1), t["train_y"].long(), t["test_x"].unsqueeze(1), t["test_y"].long())
+    return Splits(t["train_x"].unsqueeze(1), t["train_y"].long(), t["test_x"].unsqueeze(1), t["test_y"].long(),
+                  source=str(directory))
+
+
+def explicit_root(cfg: DictConfig) -> bool:
+    """Whether data.root was named by the user: the default is an interpolation of paths.data_dir."""
+    return cfg.get("root") is not None and not OmegaConf.is_interpolation(cfg, "root")
 
 
 def fashion_mnist(cfg: DictConfig) -> Splits:
-    return load_idx_splits(FASHION_MNIST, cfg.root)
+    return load_idx_splits(FASHION_MNIST, cfg.root, explicit_root(cfg))
 
 
 def mnist(cfg: DictConfig) -> Splits:
-    return load_idx_splits(MNIST, cfg.root)
+    return load_idx_splits(MNIST, cfg.root, explicit_root(cfg))
 
 
 def cifar10(cfg: DictConfig) -> Splits:
-    return load_cifar10(cfg.root)
+    return load_cifar10(cfg.root, explicit_root(cfg))
 
 
 def synthetic(cfg: DictConfig) -> Splits:
@@ -155,4 +171,4 @@ def synthetic(cfg: DictConfig) -> Splits:
 
     train_x, train_y = sample(cfg.train_size)
     test_x, test_y = sample(cfg.test_size)
-    return Splits(train_x, train_y, test_x, test_y)
+    return Splits(train_x, train_y, test_x, test_y, source="generated (data=synthetic)")

@@ -12,3 +12,4 @@ class Splits:
     train_y: torch.Tensor  # int64 (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
+    source: str = ""       # where it was read from (the directory), for train.log

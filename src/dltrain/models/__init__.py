@@ -38,11 +38,22 @@ def build_model(cfg: DictConfig) -> nn.Module:
 
 def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a dltrain checkpoint's backbone (and head, when the shapes agree) into model."""
+    model.load_state_dict(compatible_weights(model, checkpoint), strict=False)
+
+
+def compatible_weights(model: nn.Module, checkpoint: str) -> dict:
+    """The tensors of the checkpoint's model state that `model` has, with the same shape; a ValueError naming
+    model.init_from when the file is not a dltrain checkpoint or shares no weight with `model` (validation.py
+    asks before the run, on the meta device)."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+        dict(state)
     except Exception as e:  # torch's own message is a paragraph about pickling; say what matters here
         raise ValueError(f"model.init_from={checkpoint} is not a dltrain checkpoint (a .pt file with a 'model' "
                          f"state dict): {type(e).__name__}") from None
     own = model.state_dict()
-    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(compatible, strict=False)
+    compatible = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not compatible:
+        raise ValueError(f"model.init_from={checkpoint} shares no weight with this model (no tensor of the same "
+                         f"name and shape): it was written by another architecture")
+    return compatible

@@ -160,13 +160,12 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.dltrain_search._space import representative_values
 
         from dltrain.validation import validate
+        from dltrain.value_rules import epoch_tags
 
         base, problems = self.compose(list(space.fixed.values()))
         if base is None:
             return problems
-        tags = ["val/loss", *(f"val/{m}" for m in base.metrics)]
-        if base.trainer.get("ema_decay"):
-            tags += [t.replace("val/", "val_ema/") for t in tags]
+        tags = epoch_tags(base)
         if self.objective not in tags:
             problems.append(f"hydra.sweeper.objective={self.objective!r} is not a tag the runs log after every "
                             f"epoch; choose one of {tags}")

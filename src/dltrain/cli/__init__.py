@@ -17,8 +17,18 @@ launch.register_resolvers()  # ${dltrain.gpu_count:}, ${dltrain.job_gpu:}…: th
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
+    from dltrain.cli import cpu_threads
     from dltrain.cli.jobs import run_job  # after validation's imports: `--help` and errors stay fast
 
+    cpu_threads.apply()  # +launcher=cpu_parallel: this job's share of the cores
+    # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
+    # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
+    return run_job(*job_config(cfg))
+
+
+def job_config(cfg: DictConfig) -> tuple[DictConfig, list[str], bool]:
+    """This Hydra job's config with its run directory and name, validated (exit 2 when it is not), its
+    overrides, and whether it is part of a multirun. The fused launcher prepares its jobs with it too."""
     hydra_cfg = HydraConfig.get()
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = hydra_cfg.runtime.output_dir
@@ -30,10 +40,7 @@ def run(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"dltrain: {e}", file=sys.stderr)
         sys.exit(2)
-    # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
-    # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    return run_job(cfg, list(hydra_cfg.overrides.task), multirun)
+    return cfg, list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
 
 
 def main() -> None:

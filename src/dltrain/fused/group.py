@@ -82,6 +82,7 @@ class FusedGroup:
         same_loss = len({str(t.cfg.loss) for t in self.members}) == 1
         self.loss_fns = None if same_loss else [t.loss_fn for t in self.members]
         self.batched_loss = torch.func.vmap(lead.loss_fn) if same_loss else None
+        self.batched_metrics = {name: torch.func.vmap(fn) for name, fn in lead.metric_fns.items()}
         torch.manual_seed(int(lead.cfg.seed))  # the group's dropout masks (vmap draws them per member)
 
     def per_member(self, value) -> torch.Tensor:
@@ -166,14 +167,22 @@ class FusedGroup:
                     return
                 first = self.members[self.active[0]]
         self.flush(pending)
+        if not self.active:
+            return
         elapsed = time.perf_counter() - start
         finite = self.model.finite().tolist()
+        first = self.members[self.active[0]]
+        epoch = first.state.epoch + 1  # the epoch end_epoch is about to count, the same for every active member
+        due = (epoch % lead.t.val_every_n_epochs == 0 or first.state.step >= first.max_steps
+               or any(epoch >= self.members[m].max_epochs for m in self.active))  # Trainer.end_epoch's rule
+        val = self.evaluate(lead.data.val, "val", lead.val_batches) if due else None
+        finishing = []
         for m in list(self.active):
             t = self.members[m]
             t.state.batch = 0
             self.model.write_back(m)
             self.optimizer.member_state(m)
-            with self.logging_of(t):
+            with self.logging_of(t), self.evaluated(t, val and {"val": val[m]}):
                 try:
                     if not finite[m]:
                         t.check_finite()  # raises Diverged naming the member's non-finite weights
@@ -181,10 +190,60 @@ class FusedGroup:
                 except (Diverged, Pruned) as e:
                     self.end(m, "diverged" if isinstance(e, Diverged) else "pruned", e)
                     continue
-                if stop or t.state.epoch >= t.max_epochs or t.state.step >= t.max_steps:
+            if stop or t.state.epoch >= t.max_epochs or t.state.step >= t.max_steps:
+                finishing.append(m)
+        if finishing:
+            test = self.evaluate(lead.data.test, "test", lead.length.test_batches)
+            for m in finishing:
+                t = self.members[m]
+                with self.logging_of(t), self.evaluated(t, {"test": test[m]}):
                     t.conclude()
-                    self.end(m)
+                self.end(m)
         self.optimizer.refresh()  # per-epoch schedules have stepped
+
+    @torch.no_grad()
+    def evaluate(self, loader, prefix: str, max_batches: int | None) -> list[dict]:
+        """Trainer.evaluate for every member at once: one vmapped forward of each batch through all members;
+        each member's mean loss and metrics as its own run computes them."""
+        lead, m = self.members[0], len(self.members)
+        self.model.train(False)
+        loss_sum = torch.zeros(m, device=self.device)
+        sums = {name: torch.zeros(m, device=self.device) for name in lead.metric_fns}
+        count = 0
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = self.model(x.to(self.dtype), shared_input=True)
+            ys = y.expand(m, -1)
+            loss_sum += self.losses(logits, ys).float() * len(y)
+            for name, fn in self.batched_metrics.items():
+                sums[name] += fn(logits.float(), ys).float()
+            count += len(y)
+        count = max(count, 1)
+        losses = (loss_sum / count).tolist()
+        metrics = {name: (s / count).tolist() for name, s in sums.items()}
+        return [{f"{prefix}/loss": losses[k], **{f"{prefix}/{name}": v[k] for name, v in metrics.items()}}
+                for k in range(m)]
+
+    @contextlib.contextmanager
+    def evaluated(self, t, results: dict | None):
+        """While `t` validates or tests, its evaluation of the trained model is the group's (above); any other
+        evaluation (another network, another loader) is its own."""
+        if not results:
+            yield
+            return
+        results = dict(results)
+
+        def evaluate(loader, prefix, max_batches=None, net=None):
+            if net is None and prefix in results:
+                return results.pop(prefix)
+            return type(t).evaluate(t, loader, prefix, max_batches, net)
+
+        t.evaluate = evaluate
+        try:
+            yield
+        finally:
+            del t.evaluate
 
     def batch(self, loader, idx: torch.Tensor):
         """Member m's batch is rows idx[m] of the shared data set, converted as the loader converts them."""
@@ -201,10 +260,7 @@ class FusedGroup:
         model = self.model
         model.zero_grad()
         logits = model(x)
-        if self.batched_loss is not None:
-            losses = self.batched_loss(logits, y)
-        else:
-            losses = torch.stack([fn(logits[m], y[m]) for m, fn in enumerate(self.loss_fns)])
+        losses = self.losses(logits, y)
         active = torch.zeros(len(self.members), dtype=torch.bool, device=losses.device)
         active[self.active] = True
         # Each member's gradient is the gradient of its own mean loss; ended members contribute nothing.
@@ -212,6 +268,12 @@ class FusedGroup:
         self.penalties_and_clipping()
         self.optimizer.step()
         return losses.detach(), logits.detach()
+
+    def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[M] each member's mean loss by its own loss function (one vmapped call when they are all equal)."""
+        if self.batched_loss is not None:
+            return self.batched_loss(logits, y)
+        return torch.stack([fn(logits[m], y[m]) for m, fn in enumerate(self.loss_fns)])
 
     @torch.no_grad()
     def penalties_and_clipping(self) -> None:

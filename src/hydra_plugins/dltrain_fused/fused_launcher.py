@@ -10,7 +10,8 @@ search sweeper alike (each batch the sweeper hands over is launched as below).
    groups of one run one after another through the ordinary job path (`dltrain.cli.jobs.run_job`).
 3. A group is split into chunks that fit (dltrain/fused/capacity.py, `max_members`); on a CPU a quick probe
    times fused against sequential steps first (`cpu: probe`), and the group runs sequentially when fusing
-   is slower, the figures logged. Each chunk trains as one stacked model (dltrain/fused/group.py); a chunk
+   is slower, the figures logged (then side by side in joblib workers with the cores split, as
+   +launcher=cpu_parallel, or one after another: `cpu_fallback`). Each chunk trains as one stacked model (dltrain/fused/group.py); a chunk
    that fails records each unfinished member as failed (metrics.json, train.log), as a failed job would.
 
 Importing this module is cheap (Hydra imports every plugin module at start-up): dltrain is imported in launch().
@@ -31,6 +32,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 CPU_MODES = ("probe", "fuse", "never")
+FALLBACKS = ("parallel", "sequential")
+
+
+def _execute(idx: int, overrides, hydra_context, config, task_function, singleton_state) -> JobReturn:
+    """One ordinary job in a joblib worker (the CPU fallback `cpu_fallback: parallel`), as Hydra's joblib
+    launcher runs one: the task function is dltrain's own, which sets the worker's threads (cli/cpu_threads.py)."""
+    from hydra.core.singleton import Singleton
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
 def _prepare(cfg: DictConfig):
@@ -44,9 +62,12 @@ def _prepare(cfg: DictConfig):
 
 class FusedLauncher(Launcher):
     def __init__(self, max_members: Optional[int] = None, memory_fraction: float = 0.5, cpu: str = "probe",
-                 probe_steps: int = 5) -> None:
+                 probe_steps: int = 5, cpu_fallback: str = "parallel") -> None:
         if cpu not in CPU_MODES:
             raise ValueError(f"hydra.launcher.cpu={cpu!r}: choose one of {', '.join(CPU_MODES)}")
+        if cpu_fallback not in FALLBACKS:
+            raise ValueError(f"hydra.launcher.cpu_fallback={cpu_fallback!r}: choose one of {', '.join(FALLBACKS)}")
+        self.cpu_fallback = cpu_fallback
         if max_members is not None and int(max_members) < 1:
             raise ValueError(f"hydra.launcher.max_members={max_members}: must be ≥ 1 (or null: no cap)")
         if not 0 < float(memory_fraction) <= 1:
@@ -66,6 +87,7 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("fused launcher: preparing %d jobs", len(job_overrides))
+        self.job_overrides, self.initial_job_idx = job_overrides, initial_job_idx
         returns, sweep_configs = [], []
         for idx, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
@@ -119,6 +141,8 @@ class FusedLauncher(Launcher):
         fuse = True
         if device.type == "cpu" and self.cpu != "fuse":
             fuse = self.cpu_decision(chunks[0], jobs, device)
+        if not fuse and self.cpu_fallback == "parallel" and len(members) > 1:
+            return self.parallel(members)
         for chunk in chunks:
             if not fuse or len(chunk) == 1:
                 values.update({i: self.ordinary(i, jobs, sweep_configs) for i in chunk})
@@ -126,11 +150,38 @@ class FusedLauncher(Launcher):
                 values.update(self.fused(chunk, jobs, sweep_configs))
         return values
 
+    def parallel(self, members) -> dict[int, float]:
+        """The jobs side by side in joblib workers, the cores split between them (as +launcher=cpu_parallel)."""
+        import os
+
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import JobStatus
+        from joblib import Parallel, delayed
+
+        from dltrain.cli import cpu_threads
+
+        n = min(cpu_threads.cores(), len(members))
+        threads = cpu_threads.threads_per_job(n)
+        self.say(f"{len(members)} jobs side by side: {n} at once, {threads} thread(s) each")
+        previous = os.environ.get(cpu_threads.THREADS_ENV)
+        os.environ[cpu_threads.THREADS_ENV] = threads  # the workers start with it (cli/cpu_threads.py)
+        try:
+            runs = Parallel(n_jobs=n, backend="loky", batch_size=1)(
+                delayed(_execute)(self.initial_job_idx + i, self.job_overrides[i], self.hydra_context, self.config,
+                                  self.task_function, Singleton.get_state()) for i in members)
+        finally:
+            if previous is None:
+                os.environ.pop(cpu_threads.THREADS_ENV, None)
+            else:
+                os.environ[cpu_threads.THREADS_ENV] = previous
+        return {i: (r.return_value if r.status == JobStatus.COMPLETED else float("nan"))
+                for i, r in zip(members, runs)}
+
     def cpu_decision(self, chunk, jobs, device) -> bool:
         from dltrain.fused import capacity
 
         if self.cpu == "never":
-            self.say("hydra.launcher.cpu=never: the group runs sequentially")
+            self.say("hydra.launcher.cpu=never: not fused")
             return False
         fused_s, sequential_s = capacity.probe([jobs[i][0] for i in chunk], device, self.probe_steps)
         faster = fused_s < sequential_s

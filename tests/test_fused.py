@@ -187,3 +187,22 @@ def test_the_group_key_ignores_fusible_values_only(fast_cfg, tmp_path):
         "LBFGS" in unfusible_reason(fast_cfg("optimizer=lbfgs", output_dir=tmp_path / "f"))
     assert "Adadelta" in unfusible_reason(fast_cfg("optimizer=adadelta", output_dir=tmp_path / "g"))
     assert unfusible_reason(fast_cfg("trainer.precision=bf16", output_dir=tmp_path / "h"))
+
+
+def test_a_fused_member_resumes_and_continues_as_its_own_run(fast_cfg, tmp_path, one_thread):
+    """last.pt of a member holds its own optimizer state (the momentum buffers): `resume=<dir>` continues it
+    where a straight run would be."""
+    common = ["optimizer=momentum", "trainer.limit_train_batches=10", "trainer.diagnostics_every_n_steps=0",
+              "logger=none"]
+    straight = Trainer(fast_cfg(*common, "trainer.max_epochs=2", output_dir=tmp_path / "straight"))
+    straight.fit()
+    members = [fast_cfg(*common, "trainer.max_epochs=1", f"optimizer.lr={lr}", output_dir=tmp_path / f"m{k}")
+               for k, lr in enumerate((0.05, 0.02))]
+    fused(members)
+    resumed = Trainer(fast_cfg(*common, "trainer.max_epochs=2", f"resume={tmp_path / 'm0'}",
+                               output_dir=tmp_path / "m0"))
+    result = resumed.fit()
+    assert result["status"] == "completed" and result["epochs"] == 2 and result["steps"] == 20
+    for name, value in straight.model.state_dict().items():
+        if value.is_floating_point():
+            assert relative_error(resumed.model.state_dict()[name], value) < 1e-5, name

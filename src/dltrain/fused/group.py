@@ -30,7 +30,6 @@ from dltrain.errors import Diverged, Pruned, one_line
 from dltrain.fused.optim import StackedOptimizer
 from dltrain.fused.stack import StackedModel
 from dltrain.optim import split_parameters
-from dltrain.steplog import StepLog
 
 log = logging.getLogger("dltrain")
 
@@ -139,7 +138,7 @@ class FusedGroup:
         loader = lead.data.train
         orders = torch.stack([t.data.train._order() for t in self.members])  # each member's own permutation
         size, n = loader.batch_size, orders.shape[1]
-        pending = {m: StepLog() for m in self.active}
+        pending = GroupSteps()
         seen = 0
         per_step = [m for m in self.active if self.members[m].schedule is not None
                     and self.members[m].schedule.interval == "step"]
@@ -151,9 +150,9 @@ class FusedGroup:
             x, y = self.batch(loader, idx)
             losses, logits = self.step(x, y)
             seen += y.shape[1]
+            pending.add(losses, logits, y)
             for m in self.active:
                 t = self.members[m]
-                pending[m].add(losses[m], [(logits[m], y[m])], y.shape[1])
                 t.state.step += 1
                 t.state.batch = i + 1
             if per_step:
@@ -161,7 +160,7 @@ class FusedGroup:
                     if m in self.active:
                         self.members[m].schedule.step()
                 self.optimizer.refresh()
-            if len(pending[self.active[0]]) >= lead.log_every:
+            if len(pending) >= lead.log_every:
                 self.flush(pending)
                 if not self.active:
                     return
@@ -293,16 +292,17 @@ class FusedGroup:
             for g in grads:
                 g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
 
-    def flush(self, pending: dict) -> None:
+    def flush(self, pending: "GroupSteps") -> None:
         """Each member's per-step values to its own log (trainer.flush_train_log: TensorBoard, metrics.csv,
         the divergence check), as its own run flushes them."""
+        if not len(pending):
+            return
+        losses, corrects, sizes = pending.take()
         for m in list(self.active):
-            if not len(pending[m]):
-                continue
             t = self.members[m]
             with self.logging_of(t):
                 try:
-                    t.flush_train_log(pending[m])
+                    t.flush_train_log(MemberSteps(losses[:, m], corrects[:, m], sizes))
                 except Diverged as e:
                     self.end(m, "diverged", e)
 
@@ -316,3 +316,41 @@ class FusedGroup:
             self.results[m] = t.finish()
         self.active.remove(m)
 
+
+
+class GroupSteps:
+    """steplog.StepLog for the whole group: per step the members' losses [M], logits [M, B, C] and labels
+    [M, B], kept on the device; at a flush the correct counts of every member and step in one go, and the
+    numbers copied to the host once (not once per member)."""
+
+    def __init__(self):
+        self.losses, self.logits, self.labels = [], [], []
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+    def add(self, losses: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.losses.append(losses)
+        self.logits.append(logits)
+        self.labels.append(labels)
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(losses [S, M], correct counts [S, M]) on the host, and the steps' sizes; empties the log."""
+        sizes = [y.shape[1] for y in self.labels]
+        if sizes.count(sizes[0]) == len(sizes):
+            corrects = (torch.stack(self.logits).argmax(-1) == torch.stack(self.labels)).sum(-1)
+        else:  # an epoch's last, shorter batch
+            corrects = torch.stack([(lg.argmax(-1) == y).sum(-1) for lg, y in zip(self.logits, self.labels)])
+        losses = torch.stack(self.losses)
+        self.__init__()
+        return losses.cpu(), corrects.cpu(), sizes
+
+
+class MemberSteps:
+    """One member's share of a flush, in the shape Trainer.flush_train_log takes from a StepLog."""
+
+    def __init__(self, losses: torch.Tensor, corrects: torch.Tensor, sizes: list[int]):
+        self.values = (losses, corrects, sizes)
+
+    def take(self):
+        return self.values

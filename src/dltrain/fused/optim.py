@@ -127,21 +127,26 @@ class StackedOptimizer:
                     self.state[name][key] = torch.stack([s[key] for s in states]).to(p)
 
     def refresh(self) -> None:
-        """Re-read every member's hyper-parameters (after its schedule stepped)."""
-        self.hyper = []
-        device, dtype = next(iter(self.params.values())).device, next(iter(self.params.values())).dtype
-        for g in range(len(self.optimizers[0].param_groups)):
+        """Re-read every member's hyper-parameters (after its schedule stepped). Only values that changed
+        are copied to the device again: a per-step schedule changes lr, nothing else."""
+        first = next(iter(self.params.values()))
+        changed = False
+        if not hasattr(self, "hyper"):
+            self.hyper, self._values = [{} for _ in self.optimizers[0].param_groups], {}
+        for g, h in enumerate(self.hyper):
             groups = [o.param_groups[g] for o in self.optimizers]
-            h = {}
             for key in self.keys:
                 if key in ("beta1", "beta2"):
                     values = [float(grp["betas"][0 if key == "beta1" else 1]) for grp in groups]
                 else:
                     values = [float(grp.get(key, 0.0)) for grp in groups]
-                h[key] = torch.tensor(values, device=device, dtype=dtype)
-                h[f"any_{key}"] = any(v != 0 for v in values)
-            self.hyper.append(h)
-        self._shaped = {}
+                if self._values.get((g, key)) != values:
+                    self._values[(g, key)] = values
+                    h[key] = torch.tensor(values, dtype=first.dtype).to(first.device)
+                    h[f"any_{key}"] = any(v != 0 for v in values)
+                    changed = True
+        if changed:
+            self._shaped = {}
 
     def _hyper_for(self, name: str, p: torch.Tensor) -> dict:
         key = (self.groups[name], p.dim())

@@ -42,11 +42,20 @@ def _execute(idx: int, overrides, hydra_context, config, task_function, singleto
 
     setup_globals()
     Singleton.set_state(singleton_state)
+    return _run(hydra_context, task_function, _sweep_config(hydra_context, config, overrides, idx))
+
+
+def _sweep_config(hydra_context, config, overrides, idx: int) -> DictConfig:
+    """Job `idx`'s whole config (Hydra's node included), made the current Hydra config, as Hydra's launchers do."""
     sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
         sweep_config.hydra.job.num = idx
     HydraConfig.instance().set_config(sweep_config)
+    return sweep_config
+
+
+def _run(hydra_context, task_function, sweep_config) -> JobReturn:
     return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
@@ -91,14 +100,8 @@ class FusedLauncher(Launcher):
         returns, sweep_configs = [], []
         for idx, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{initial_job_idx + idx}"
-                sweep_config.hydra.job.num = initial_job_idx + idx
-            HydraConfig.instance().set_config(sweep_config)
-            ret = run_job(hydra_context=self.hydra_context, task_function=_prepare, config=sweep_config,
-                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            returns.append(ret)
+            sweep_config = _sweep_config(self.hydra_context, self.config, overrides, initial_job_idx + idx)
+            returns.append(_run(self.hydra_context, _prepare, sweep_config))
             sweep_configs.append(sweep_config)
         jobs = [ret.return_value for ret in returns]  # (cfg, overrides); a preparation error raises here
         values = self.train(jobs, sweep_configs)

@@ -206,3 +206,35 @@ def test_a_fused_member_resumes_and_continues_as_its_own_run(fast_cfg, tmp_path,
     for name, value in straight.model.state_dict().items():
         if value.is_floating_point():
             assert relative_error(resumed.model.state_dict()[name], value) < 1e-5, name
+
+
+def test_members_with_their_own_schedule_numbers_follow_their_own_curves(fast_cfg, tmp_path, one_thread, float64):
+    """A schedule's numbers are fusible: each member's own scheduler sets its own lr, per step and per epoch."""
+    common = ["optimizer=momentum", "trainer.limit_train_batches=5", "trainer.max_epochs=3",
+              "trainer.diagnostics_every_n_steps=0", "logger=none"]
+    variants = [["scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=0.5", "seed=0"],
+                ["scheduler=multistep", "scheduler.milestones=[2]", "scheduler.gamma=0.1", "seed=1"]]
+    plain_cfgs = [fast_cfg(*common, *v, output_dir=tmp_path / f"p{k}") for k, v in enumerate(variants)]
+    fused_cfgs = [fast_cfg(*common, *v, output_dir=tmp_path / f"f{k}") for k, v in enumerate(variants)]
+    assert len(group_jobs(fused_cfgs)[0]) == 1
+    plain_trainers, plain_results = ordinary(plain_cfgs)
+    fused_trainers, fused_results = fused(fused_cfgs)
+    for k, (f, p) in enumerate(zip(fused_trainers, plain_trainers)):
+        assert read_scalars(f.out_dir)["lr"] == read_scalars(p.out_dir)["lr"]
+        for name, value in p.model.state_dict().items():
+            if value.is_floating_point():
+                assert relative_error(f.model.state_dict()[name], value) < 1e-5, name
+    lrs = [[v for _, v in read_scalars(t.out_dir)["lr"]] for t in fused_trainers]
+    assert lrs[0][-1] == pytest.approx(0.025) and lrs[1][-1] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("kwargs, words", [({"cpu": "always"}, ["hydra.launcher.cpu", "probe", "fuse", "never"]),
+                                           ({"cpu_fallback": "threads"}, ["cpu_fallback", "parallel", "sequential"]),
+                                           ({"max_members": 0}, ["max_members", "≥ 1"]),
+                                           ({"memory_fraction": 1.5}, ["memory_fraction", "(0, 1]"])])
+def test_the_launchers_keys_are_checked_with_the_valid_choices(kwargs, words):
+    from hydra_plugins.dltrain_fused.fused_launcher import FusedLauncher
+
+    with pytest.raises(ValueError) as e:
+        FusedLauncher(**kwargs)
+    assert all(w in str(e.value) for w in words)

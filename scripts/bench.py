@@ -342,6 +342,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer batches and rounds (< 3 min on 2 CPU cores)")
     parser.add_argument("--out", default="outputs/bench", help="where bench.json and the runs go")
     parser.add_argument("--only", default="", help="comma-separated figures to measure (default: all)")
+    parser.add_argument("--sweep-epochs", type=int, default=10,
+                        help="epochs of each job of the 6-job bench sweep (sweep_overhead, sweep_speedup_cpu)")
     args = parser.parse_args()
     quick = args.quick
     args.rounds = 3 if quick else 5
@@ -359,7 +361,8 @@ def main() -> None:
     args.loop_batches = 50
     args.loader_batches = 100 if quick else 430
     args.epoch_batches = 15 if quick else 60
-    args.sweep_epochs = 10  # the default run: fixed costs (start-up, report) weigh as in a real sweep
+    # the default run (10 epochs): fixed costs (start-up, report) weigh as in a real sweep; --sweep-epochs
+    # shortens it on a machine too loaded for a 60-epoch sweep twice
     args.fused_epochs = 3
     # --quick: the 16-job sweep's epochs shortened (CI's time); the full bench trains whole epochs
     args.fused_limits = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=10"] if quick else []

@@ -238,3 +238,16 @@ def test_the_launchers_keys_are_checked_with_the_valid_choices(kwargs, words):
     with pytest.raises(ValueError) as e:
         FusedLauncher(**kwargs)
     assert all(w in str(e.value) for w in words)
+
+
+def test_a_chunk_holds_what_fits_and_at_most_max_members(fast_cfg, tmp_path, monkeypatch):
+    from dltrain.fused import capacity
+
+    cfg, cpu = fast_cfg(output_dir=tmp_path / "a"), torch.device("cpu")
+    per = capacity.member_mb(cfg, cpu)
+    monkeypatch.setattr(capacity, "available_mb", lambda device: 10 * per)
+    assert capacity.chunk_size(cfg, 64, cpu, 1.0, None)[0] == 10     # the memory estimate × members fits
+    assert capacity.chunk_size(cfg, 64, cpu, 0.5, None)[0] == 5      # memory_fraction
+    assert capacity.chunk_size(cfg, 64, cpu, 1.0, 3)[0] == 3         # hydra.launcher.max_members
+    assert capacity.chunk_size(cfg, 4, cpu, 1.0, None)[0] == 4       # never more than the group
+    assert capacity.chunk_size(cfg, 4, cpu, 0.01, None)[0] == 1      # at least one

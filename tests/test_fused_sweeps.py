@@ -30,9 +30,10 @@ def files_of(job: Path) -> set[str]:
 def test_fused_members_write_what_ordinary_runs_write(tmp_path):
     sweep = ["optimizer=momentum", "optimizer.lr=0.02,0.05", "seed=0,1"]
     run_cli(["-m", *SHORT, *sweep, f"hydra.sweep.dir={tmp_path / 'plain'}"], cwd=tmp_path)
-    proc = run_cli(["-m", "+launcher=fused", "hydra.launcher.cpu=fuse", *SHORT, *sweep,
-                    f"hydra.sweep.dir={tmp_path / 'fused'}"], cwd=tmp_path)
-    assert "as one stacked model" in proc.stdout + proc.stderr
+    proc = run_cli(["-m", "+launcher=fused", "hydra.launcher.cpu=fuse", "hydra.launcher.max_members=2", *SHORT,
+                    *sweep, f"hydra.sweep.dir={tmp_path / 'fused'}"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "2 chunk(s) of ≤ 2" in out and out.count("as one stacked model") == 2
     plain, fused = jobs_of(tmp_path / "plain"), jobs_of(tmp_path / "fused")
     assert [j.name for j in plain] == [j.name for j in fused] and len(fused) == 4  # "+launcher" not in the names
     for p, f in zip(plain, fused):

@@ -14,6 +14,12 @@ Prints a table and writes outputs/bench/bench.json. Figures:
   epoch_ratio       the same two pipelines training the CNN end to end                       target ≥ 1.3 (CPU)
   sweep_overhead    wall time of a 6-job sequential multirun / the sum of its jobs' wall_s   target ≤ 1.10
   diag_overhead     epoch time with diagnostics every 100 steps / without                    target ≤ 1.05
+  sweep_speedup_cpu (CPU) the same 6-job sweep's wall time sequential / with +launcher=cpu_parallel  target ≥ 1.4
+  fused_speedup     wall time of a 16-job sweep (MLP, 4 lr × 4 seeds, 3 epochs; --quick: 40 batches each)
+                    sequential in one process / with +launcher=fused (forced on a CPU)   target ≥ 8 on a GPU
+  fused_members_per_s  the fused sweep's jobs per second of wall time
+  on CUDA also: fused_speedup_64 (64 jobs, 8 lr × 8 seeds), fused_over_compiled_sequential (the fused eager
+                    sweep over the sequential one with trainer.compile=true); scripts/gpu_check.sh runs them all
   on CUDA also: compile_speedup, bf16_speedup, channels_last_speedup (each option on the CNN over the same
                     run without it), not_resident_ratio (data.resident=false over resident), and with
                     2+ GPUs dp_speedup, ddp_over_dp
@@ -44,7 +50,9 @@ from dltrain.callbacks.diagnostics import Diagnostics  # noqa: E402
 from dltrain.data.datasets import FASHION_MNIST, locate  # noqa: E402
 
 TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_ratio": (">=", 1.3),
-           "sweep_overhead": ("<=", 1.10), "diag_overhead": ("<=", 1.05)}
+           "sweep_overhead": ("<=", 1.10), "diag_overhead": ("<=", 1.05), "sweep_speedup_cpu": (">=", 1.4)}
+# fused_speedup's targets are the GPU's (≥ 8 eager); on a CPU it is reported without one (expected ~1)
+GPU_TARGETS = {"fused_speedup": (">=", 8.0)}
 
 
 def alternate(contenders: dict, rounds: int) -> dict:
@@ -191,19 +199,70 @@ def epoch_ratio(args, out, device_overrides) -> float:
     return ratio(rates, "dltrain", "torchvision+loop")
 
 
-def sweep_overhead(args, out) -> float:
-    sweep_dir = out / "sweep"
+def timed_sweep(out, name: str, overrides: list[str], expected: int) -> tuple[float, list[float]]:
+    """(wall s, each job's wall_s) of `train.py -m OVERRIDES` in a fresh process; every job must complete."""
+    sweep_dir = out / name
     shutil.rmtree(sweep_dir, ignore_errors=True)
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "seed=0,1,2,3,4,5", f"trainer.max_epochs={args.sweep_epochs}",
-           "trainer.progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", *overrides, "trainer.progress_bar=false",
+           f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=out)
     wall = time.perf_counter() - start
-    jobs = [json.loads(p.read_text())["wall_s"] for p in sweep_dir.glob("*/metrics.json")]
-    assert len(jobs) == 6, f"expected 6 jobs in {sweep_dir}, found {len(jobs)}"
+    metrics = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    done = [m for m in metrics if m["status"] == "completed"]
+    assert len(done) == expected, f"expected {expected} completed jobs in {sweep_dir}, found {len(done)}"
+    return wall, [m["wall_s"] for m in done]
+
+
+BENCH_SWEEP = ["seed=0,1,2,3,4,5"]  # the 6-job sweep of the default run
+
+
+def sweep_overhead(args, out) -> float:
+    wall, jobs = timed_sweep(out, "sweep", [*BENCH_SWEEP, f"trainer.max_epochs={args.sweep_epochs}"], 6)
+    args.sequential_sweep_s = wall  # sweep_speedup_cpu's baseline, measured once
     print(f"  sweep: {wall:.1f} s wall, jobs {' + '.join(f'{j:.1f}' for j in jobs)} = {sum(jobs):.1f} s",
           file=sys.stderr, flush=True)
     return wall / sum(jobs)
+
+
+def sweep_speedup_cpu(args, out) -> float:
+    """The 6-job bench sweep one job after another (sweep_overhead's run, this same bench) over the same
+    sweep with +launcher=cpu_parallel (jobs side by side, the cores split between them)."""
+    if getattr(args, "sequential_sweep_s", None) is None:
+        sweep_overhead(args, out)
+    wall, _ = timed_sweep(out, "sweep_cpu_parallel",
+                          ["+launcher=cpu_parallel", *BENCH_SWEEP, f"trainer.max_epochs={args.sweep_epochs}"], 6)
+    print(f"  sweep: sequential {args.sequential_sweep_s:.1f} s, cpu_parallel {wall:.1f} s", file=sys.stderr, flush=True)
+    return args.sequential_sweep_s / wall
+
+
+def fused_sweep(args, out, device, lrs: int, seeds: int, baseline: list[str] = (), tag: str = "") -> dict:
+    """A sweep of lrs learning rates × seeds seeds of the default MLP, run sequentially in one process (the
+    basic launcher: data loaded once) and with +launcher=fused (on a CPU forced to fuse: the figure is the
+    fused step's, not the probe's decision). `baseline` adds overrides to the sequential side only."""
+    jobs = lrs * seeds
+    sweep = [f"optimizer.lr={','.join(str(round(0.02 * 1.5 ** k, 4)) for k in range(lrs))}",
+             f"seed={','.join(map(str, range(seeds)))}", f"trainer.max_epochs={args.fused_epochs}",
+             f"trainer.accelerator={device.type}", "trainer.diagnostics_every_n_steps=0", *args.fused_limits]
+    fused_wall, _ = timed_sweep(out, f"fused{tag}", ["+launcher=fused", "hydra.launcher.cpu=fuse", *sweep], jobs)
+    sequential_wall, _ = timed_sweep(out, f"sequential{tag}", [*sweep, *baseline], jobs)
+    print(f"  {jobs}-job sweep: sequential{' ' + ' '.join(baseline) if baseline else ''} {sequential_wall:.1f} s, "
+          f"fused {fused_wall:.1f} s", file=sys.stderr, flush=True)
+    return {"speedup": sequential_wall / fused_wall, "members_per_s": jobs / fused_wall}
+
+
+def fused_figures(args, out, device) -> dict:
+    f = fused_sweep(args, out, device, 4, 4)
+    return {"fused_speedup": f["speedup"], "fused_members_per_s": f["members_per_s"]}
+
+
+def fused_gpu_figures(args, out, device) -> dict:
+    """GPU only: the 64-member sweep against 64 ordinary runs, and the fused (eager) sweep against the
+    sequential runs with trainer.compile=true (the fused step itself is not compiled yet)."""
+    big = fused_sweep(args, out, device, 8, 8, tag="_64")
+    compiled = fused_sweep(args, out, device, 4, 4, baseline=["trainer.compile=true"], tag="_vs_compiled")
+    return {"fused_speedup_64": big["speedup"], "fused_members_per_s_64": big["members_per_s"],
+            "fused_over_compiled_sequential": compiled["speedup"]}
 
 
 def diag_overhead(args, out, device_overrides) -> float:
@@ -282,6 +341,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer batches and rounds (< 3 min on 2 CPU cores)")
     parser.add_argument("--out", default="outputs/bench", help="where bench.json and the runs go")
+    parser.add_argument("--only", default="", help="comma-separated figures to measure (default: all)")
+    parser.add_argument("--sweep-epochs", type=int, default=10,
+                        help="epochs of each job of the 6-job bench sweep (sweep_overhead, sweep_speedup_cpu)")
     args = parser.parse_args()
     quick = args.quick
     args.rounds = 3 if quick else 5
@@ -299,7 +361,11 @@ def main() -> None:
     args.loop_batches = 50
     args.loader_batches = 100 if quick else 430
     args.epoch_batches = 15 if quick else 60
-    args.sweep_epochs = 10  # the default run: fixed costs (start-up, report) weigh as in a real sweep
+    # the default run (10 epochs): fixed costs (start-up, report) weigh as in a real sweep; --sweep-epochs
+    # shortens it on a machine too loaded for a 60-epoch sweep twice
+    args.fused_epochs = 3
+    # --quick: the 16-job sweep's epochs shortened (CI's time); the full bench trains whole epochs
+    args.fused_limits = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=10"] if quick else []
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -311,11 +377,22 @@ def main() -> None:
              ("loader_ratio", lambda: loader_ratio(args, out, device)),
              ("epoch_ratio", lambda: epoch_ratio(args, out, device_overrides)),
              ("diag_overhead", lambda: diag_overhead(args, out, device_overrides)),
-             ("sweep_overhead", lambda: sweep_overhead(args, out))]
+             ("sweep_overhead", lambda: sweep_overhead(args, out)),
+             ("fused_speedup", lambda: fused_figures(args, out, device))]
+    if device.type == "cpu":
+        steps.append(("sweep_speedup_cpu", lambda: sweep_speedup_cpu(args, out)))
     if device.type == "cuda":
         steps += [(name, lambda name=name: cuda_speedup(args, out, name)) for name in CUDA_OPTIONS]
+        steps.append(("fused_speedup_64", lambda: fused_gpu_figures(args, out, device)))
         if torch.cuda.device_count() >= 2:
             steps.append(("dp_speedup", lambda: dp_figures(args, out)))
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {name for name, _ in steps}
+        if unknown:
+            sys.exit(f"--only: no figure {', '.join(sorted(unknown))} on this device; figures: "
+                     f"{', '.join(name for name, _ in steps)}")
+        steps = [(name, run) for name, run in steps if name in wanted]
     failed = []
     for name, run in steps:
         start = time.perf_counter()
@@ -330,8 +407,9 @@ def main() -> None:
 
     print(f"\ndltrain bench ({'quick' if quick else 'full'}) on {device_name(device)}, torch {torch.__version__}")
     print(f"{'figure':<24}{'ratio':>10}   target")
+    targets = {**TARGETS, **(GPU_TARGETS if device.type == "cuda" else {})}
     for name, value in figures.items():
-        op, target = TARGETS.get(name, ("", None))
+        op, target = targets.get(name, ("", None))
         met = "" if target is None else ("met" if (value >= target if op == ">=" else value <= target) else "MISSED")
         shown = "" if target is None else f"{op} {target:g}  {met}"
         print(f"{name:<24}{value:>10.3f}   {shown}")

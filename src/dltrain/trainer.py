@@ -78,9 +78,7 @@ class Trainer:
             while self.state.epoch < self.max_epochs and self.state.step < self.max_steps:
                 if self.run_epoch():
                     break
-            self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
-            self.state.test = self.evaluate(self.data.test, "test", self.length.test_batches)
-            self.log(self.state.test, self.state.epoch)
+            self.conclude()
         except (Diverged, Pruned) as e:  # results: a NaN/inf loss, or the search's pruner (callbacks/pruning.py)
             self.state.status = "diverged" if isinstance(e, Diverged) else "pruned"
             log.warning("run %s: %s", self.state.status, e)
@@ -106,6 +104,12 @@ class Trainer:
             result = self.finish()
         return result
 
+    def conclude(self) -> None:
+        """The run trained to its end (or stopped early): its status and the test metrics."""
+        self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
+        self.state.test = self.evaluate(self.data.test, "test", self.length.test_batches)
+        self.log(self.state.test, self.state.epoch)
+
     def begin(self, resume_from: dict | None = None) -> None:
         """Build the run, put a resumed one back where it stopped, start the callbacks."""
         fit_batch_size(self)  # trainer.auto_batch_size: the largest batch that fits on the GPU
@@ -130,8 +134,13 @@ class Trainer:
         """Train one epoch, validate, let the callbacks see it; True when the run is to stop."""
         epoch_start = time.perf_counter()
         seen = self.train_epoch()
+        return self.end_epoch(seen, time.perf_counter() - epoch_start)
+
+    def end_epoch(self, seen: int, elapsed: float) -> bool:
+        """After an epoch's training (`seen` samples in `elapsed` s): validate, log, let the callbacks see it;
+        True when the run is to stop. The fused launcher (dltrain/fused/) calls it for each member."""
         self.state.epoch += 1
-        elapsed, metrics = time.perf_counter() - epoch_start, {}
+        metrics = {}
         last = self.state.epoch >= self.max_epochs or self.state.step >= self.max_steps
         if last or self.state.epoch % self.t.val_every_n_epochs == 0:  # trainer.val_every_n_epochs, and the last
             metrics = self.evaluate(self.data.val, "val", self.val_batches)

@@ -18,32 +18,41 @@ launch.register_resolvers()  # ${dltrain.gpu_count:}, ${dltrain.job_gpu:}…: th
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
     from dltrain import runlock
+    from dltrain.cli import cpu_threads
     from dltrain.cli.jobs import lock_job_dir, run_job  # after validation's imports: `--help` and errors stay fast
 
+    cpu_threads.apply()  # +launcher=cpu_parallel: this job's share of the cores
+    hydra_cfg = HydraConfig.get()
+    out, multirun = hydra_cfg.runtime.output_dir, hydra_cfg.mode == RunMode.MULTIRUN
+    # First thing: the job directory's lock, so that nothing (another worker's end-of-sweep lines) takes a job
+    # that is validating for one that died before writing metrics.json.
+    took = lock_job_dir(out, multirun)
+    if took is None:
+        return float("nan")
+    try:
+        # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
+        # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
+        return run_job(*job_config(cfg))
+    finally:
+        if took:
+            runlock.release(out)
+
+
+def job_config(cfg: DictConfig) -> tuple[DictConfig, list[str], bool]:
+    """This Hydra job's config with its run directory and name, validated (exit 2 when it is not), its
+    overrides, and whether it is part of a multirun. The fused launcher prepares its jobs with it too."""
     hydra_cfg = HydraConfig.get()
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = hydra_cfg.runtime.output_dir
     cfg.name = hydra_cfg.job.override_dirname or "default"
     OmegaConf.set_struct(cfg, True)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    # First thing: the job directory's lock, so that nothing (another worker's end-of-sweep lines) takes a job
-    # that is validating for one that died before writing metrics.json.
-    took = lock_job_dir(cfg.paths.output_dir, multirun)
-    if took is None:
-        return float("nan")
     try:
-        try:
-            if not already_validated(cfg):  # a job the command-line check did not see (a search's trial…)
-                check(cfg)
-        except ConfigError as e:
-            print(f"dltrain: {e}", file=sys.stderr)
-            sys.exit(2)
-        # Every ending becomes a status, a console line and an exit code (jobs.py); a failed job does not stop
-        # the sweep. The value returned is what an optimising sweeper (Optuna) maximises: NaN marks a bad trial.
-        return run_job(cfg, list(hydra_cfg.overrides.task), multirun)
-    finally:
-        if took:
-            runlock.release(cfg.paths.output_dir)
+        if not already_validated(cfg):  # a job the command-line check did not see (a search's trial…)
+            check(cfg)
+    except ConfigError as e:
+        print(f"dltrain: {e}", file=sys.stderr)
+        sys.exit(2)
+    return cfg, list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
 
 
 def main() -> None:

@@ -121,7 +121,10 @@ def job_gpu() -> int:
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
+    from dltrain.cli import cpu_threads
+
     for name, fn in (("dltrain.gpu_count", gpu_count), ("dltrain.parallel_jobs", parallel_jobs),
-                     ("dltrain.job_gpu", job_gpu)):
+                     ("dltrain.job_gpu", job_gpu), ("dltrain.cpu_cores", cpu_threads.cores),
+                     ("dltrain.cpu_threads", cpu_threads.threads_per_job)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -22,6 +22,7 @@ from dltrain.checkpoint import RunState
 from dltrain.data import cache as data_cache
 from dltrain.errors import Diverged, Interrupted, Pruned, one_line
 from dltrain.runinfo import library_versions, seed_everything, write_metrics
+from dltrain.shape_errors import explain_first_forward
 from dltrain.signals import StopSignals
 from dltrain.step import OptimizerStep
 from dltrain.steplog import StepLog
@@ -99,8 +100,11 @@ class Trainer:
             raise
         except Exception as e:
             self.state.status = "failed"
-            log.error("run failed: %s", one_line(e))  # RunLog puts the whole message and traceback in train.log
-            self.fire("on_exception", e)
+            explained = explain_first_forward(self, e)  # a data/model shape mismatch, named (shape_errors.py)
+            log.error("run failed: %s", one_line(explained))  # RunLog puts the message and traceback in train.log
+            self.fire("on_exception", explained)
+            if explained is not e:
+                raise explained from e
             raise
         finally:
             self.signals.restore()

@@ -302,3 +302,15 @@ def test_failing_layer_is_none_when_the_forward_pass_runs():
     assert failing_layer(model, torch.randn(2, 6)) is None
     name, module, shape, reason = failing_layer(model, torch.randn(2, 5))
     assert (name, shape) == ("backbone.block0.0", [2, 5]) and isinstance(module, nn.Linear)
+
+
+def test_zero_gradients_from_dead_units_are_the_dead_warning_not_symmetry():
+    """Every ReLU of block1 dead (normal init's fate at depth): no hidden gradient, but distinct units."""
+    model = tiny_mlp()
+    with torch.no_grad():
+        model.backbone.block1[0].bias.fill_(-100.0)
+        model.backbone.block0[0].bias.fill_(-100.0)
+    diag = diagnosed_step(model)
+    assert float(model.backbone.block0[0].weight.grad.norm()) == 0
+    assert any(k.startswith("dead units") for k in kinds(diag))
+    assert not any(k.startswith("symmetry") for k in kinds(diag)), diag.warnings

@@ -164,13 +164,14 @@ def histograms(tensors: list[torch.Tensor]) -> list[dict | None]:
     return out
 
 
-def symmetry_warnings(grads: list[tuple[str, float]], spreads: dict[str, float],
-                      hidden: list[str]) -> list[tuple[str, str, str]]:
-    """A hidden layer whose units are identical (unit_spread ≈ 0), or every hidden layer's gradient exactly 0."""
+def symmetry_warnings(grads: list[tuple[str, float]], spreads: dict[str, float], hidden: list[str],
+                      all_dead: bool = False) -> list[tuple[str, str, str]]:
+    """A hidden layer whose units are identical (unit_spread ≈ 0), or every hidden layer's gradient exactly 0
+    (unless a layer of dead units explains that: then the `dead` warning says so)."""
     found = [("symmetry", n, f"{n}: all its units have the same weights (unit spread {spreads[n]:.2g})")
              for n in hidden if spreads.get(n) is not None and spreads[n] < SYMMETRY_SPREAD]
     hidden_grads = [g for n, g in grads if n in hidden]
-    if not found and hidden_grads and all(g == 0 for g in hidden_grads):
+    if not found and not all_dead and hidden_grads and all(g == 0 for g in hidden_grads):
         found.append(("symmetry", hidden[0], f"every hidden layer's grad_norm is 0 ({len(hidden_grads)} layers)"))
     return found
 
@@ -184,7 +185,8 @@ def health_warnings(scalars: dict[str, float], weight_names: list[str],
     found = []
     grads = [(n, scalars.get(f"diag/{n}/grad_norm")) for n in weight_names]
     grads = [(n, g) for n, g in grads if g is not None]
-    symmetric = symmetry_warnings(grads, spreads or {}, list(weight_names[:-1]))
+    all_dead = any(scalars.get(f"diag/{a}/dead_frac") == 1.0 for a in act_names)
+    symmetric = symmetry_warnings(grads, spreads or {}, list(weight_names[:-1]), all_dead)
     found += symmetric
     for name, g in grads:
         if not math.isfinite(g) or g > EXPLODING_NORM:

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from dltrain.data.augment import BatchAugment, build_augment, color_jitter, random_crop, random_flip, \
-    random_rotation, rotate
+from dltrain.data.augment import BatchAugment, affine, build_augment, color_jitter, random_affine, random_crop, \
+    random_flip, random_rotation, rotate
 
-OFF = dict(flip=0.0, crop=0, rotation=0.0, brightness=0.0, contrast=0.0)
-ALL_ON = dict(flip=0.5, crop=2, rotation=15.0, brightness=0.2, contrast=0.2)
+OFF = dict(flip=0.0, crop=0, rotation=0.0, brightness=0.0, contrast=0.0, scale=0.0, shear=0.0, translate=0.0)
+ALL_ON = dict(flip=0.5, crop=2, rotation=15.0, brightness=0.2, contrast=0.2, scale=0.1, shear=10.0, translate=0.1)
 
 
 def batch(n=16, c=3, h=12, w=10, seed=0):
@@ -216,3 +216,81 @@ def test_only_the_training_loader_is_augmented():
     b = _batches(augmented.train)
     assert all(torch.equal(ya, yb) for (_, ya), (_, yb) in zip(a, b))  # same order, same labels
     assert all(not torch.equal(xa, xb) for (xa, _), (xb, _) in zip(a, b))  # different pixels
+
+
+# --- affine: scale, shear, translate ----------------------------------------------------------------------------
+def blob(h, w, cy, cx, sigma=2.5):
+    """A Gaussian spot centred (cy, cx) pixels below / right of the image centre, as a 1×1×h×w batch."""
+    ys = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    img = torch.exp(-((ys[:, None] - cy) ** 2 + (xs[None, :] - cx) ** 2) / (2 * sigma**2))
+    return img.float().view(1, 1, h, w)
+
+
+def centroid(img):
+    """(row, column) of the intensity's centre of mass, relative to the image centre, in pixels."""
+    _, _, h, w = img.shape
+    ys = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    m = img[0, 0].double()
+    return float((m.sum(1) * ys).sum() / m.sum()), float((m.sum(0) * xs).sum() / m.sum())
+
+
+def one(value):
+    return torch.tensor([float(value)])
+
+
+def test_affine_translation_by_whole_pixels_is_an_exact_shift_with_zero_fill():
+    x = batch(n=1, c=2, h=12, w=10)
+    out = affine(x, one(1), one(0), one(3 / 10), one(-2 / 12))   # 3 px right, 2 px up
+    expected = torch.zeros_like(x)
+    expected[..., :-2, 3:] = x[..., 2:, :-3]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80)])
+@pytest.mark.parametrize("s", [0.8, 1.25])
+def test_affine_scale_zooms_about_the_centre(shape, s):
+    h, w = shape
+    out = affine(blob(h, w, -6.0, 9.0), one(s), one(0), one(0), one(0))
+    cy, cx = centroid(out)
+    assert cy == pytest.approx(-6.0 * s, abs=0.05) and cx == pytest.approx(9.0 * s, abs=0.05)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80)])
+@pytest.mark.parametrize("degrees", [-20.0, 15.0])
+def test_affine_shear_moves_each_row_by_tan_angle_times_its_height_in_pixels(shape, degrees):
+    h, w = shape
+    out = affine(blob(h, w, 10.0, -4.0), one(1), one(math.radians(degrees)), one(0), one(0))
+    cy, cx = centroid(out)
+    assert cy == pytest.approx(10.0, abs=0.05)
+    assert cx == pytest.approx(-4.0 + math.tan(math.radians(degrees)) * 10.0, abs=0.05)
+
+
+def test_affine_applies_scale_and_shear_and_shift_as_one_map():
+    h, w = 64, 64
+    s, phi, tx, ty = 1.2, math.radians(10), 4 / 64, -3 / 64
+    cy, cx = centroid(affine(blob(h, w, 5.0, -3.0), one(s), one(phi), one(tx), one(ty)))
+    # p ↦ A·p + t, A = s·[[1, tan φ], [0, 1]] in (x, y) pixels
+    assert cx == pytest.approx(s * (-3.0 + math.tan(phi) * 5.0) + 4.0, abs=0.05)
+    assert cy == pytest.approx(s * 5.0 - 3.0, abs=0.05)
+
+
+def test_random_affine_draws_per_image_from_the_documented_ranges():
+    x = batch(n=64, c=1, h=16, w=16)
+    torch.manual_seed(3)
+    out = random_affine(x, scale=0.2, shear=12.0, translate=0.1)
+    torch.manual_seed(3)
+    u = [torch.rand(64) for _ in range(4)]  # scale, shear, tx, ty: in that order
+    s, phi = 0.8 + 0.4 * u[0], (2 * u[1] - 1) * math.radians(12.0)
+    tx, ty = -0.1 + 0.2 * u[2], -0.1 + 0.2 * u[3]
+    torch.testing.assert_close(out, affine(x, s, phi, tx, ty), rtol=0, atol=1e-6)
+    assert len({round(v, 6) for v in s.tolist()}) == 64  # one draw per image
+
+
+def test_affine_off_leaves_the_batch_alone_and_any_key_turns_it_on():
+    x = batch()
+    assert torch.equal(BatchAugment()(x), x)
+    for key in ("scale", "shear", "translate"):
+        torch.manual_seed(0)
+        assert not torch.equal(BatchAugment(**{key: ALL_ON[key]})(x), x), key

@@ -198,3 +198,119 @@ def test_histograms_bin_like_numpy_and_skip_non_finite_samples():
     assert const["bucket_limits"][0] == -0.5 and const["bucket_limits"][-1] == pytest.approx(0.5)
     assert sum(const["bucket_counts"]) == 5 and max(const["bucket_counts"]) == 5
     assert hists[3] is None
+
+
+# --- symmetry and the direction of an explosion -------------------------------------------------------------
+def kinds(diag):
+    return [w.split(": ", 2)[1] for w in diag.warnings]
+
+
+def diagnosed_step(model, x=None):
+    diag, trainer = Diagnostics(histograms=False), fake_trainer(model)
+    diag.on_fit_start(trainer)
+    one_step(model, diag, trainer, x=x)
+    return diag
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU, nn.Sigmoid])
+def test_zero_init_warns_symmetry_not_vanishing(activation):
+    """init=zeros: every hidden unit identical (and with tanh/ReLU no hidden gradient at all)."""
+    model = tiny_mlp(activation)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    diag = diagnosed_step(model)
+    assert any(k.startswith("symmetry not broken") for k in kinds(diag)), diag.warnings
+    assert any("block0" in w and "same weights" in w for w in diag.warnings)
+    assert not any(k == "vanishing gradients" for k in kinds(diag))
+
+
+def test_a_constant_init_warns_symmetry_though_the_gradients_are_not_zero():
+    model = tiny_mlp(nn.Tanh)
+    with torch.no_grad():
+        for layer, _ in model.init_targets():
+            layer.weight.fill_(0.1)
+            layer.bias.fill_(0.01)
+    diag = diagnosed_step(model)
+    assert model.backbone.block0[0].weight.grad.norm() > 0
+    assert any(k.startswith("symmetry not broken") for k in kinds(diag)), diag.warnings
+
+
+def test_every_hidden_gradient_zero_warns_symmetry_even_with_distinct_units():
+    scalars = {"diag/block0/grad_norm": 0.0, "diag/block1/grad_norm": 0.0, "diag/head/grad_norm": 0.3}
+    spreads = {"block0": 0.9, "block1": 0.8, "head": 1.0}
+    found = health_warnings(scalars, ["block0", "block1", "head"], spreads=spreads)
+    assert [k for k, _, _ in found] == ["symmetry"] and "grad_norm is 0" in found[0][2]
+
+
+def test_a_random_init_gives_no_symmetry_warning():
+    diag = diagnosed_step(tiny_mlp(nn.Tanh))
+    assert not any(k.startswith("symmetry") for k in kinds(diag)), diag.warnings
+
+
+def test_every_layer_exploding_is_called_exploding_not_vanishing():
+    """Large inputs through a linear net with a small classifier: every weight gradient is above 1e3, the first
+    layer's 1e-4x the classifier's. That ratio is no vanishing gradient: the warning must say exploding only."""
+    model = tiny_mlp(nn.Identity)
+    with torch.no_grad():
+        model.backbone.block0[0].weight.mul_(100)
+        model.backbone.block1[0].weight.mul_(100)
+        model.head.weight.mul_(1e-2)
+    torch.manual_seed(1)
+    diag = diagnosed_step(model, x=torch.randn(32, 6) * 1e5)
+    grads = [float(layer.weight.grad.norm()) for layer, _ in model.init_targets()]
+    assert min(grads) > 1e3 and grads[0] / grads[-1] < 1e-3     # the situation the test is about
+    assert "exploding gradients" in kinds(diag)
+    assert all(n in next(w for w in diag.warnings if "exploding gradients" in w) for n in ("block0", "block1", "head"))
+    assert "vanishing gradients" not in kinds(diag), diag.warnings
+
+
+def test_a_small_first_layer_gradient_is_still_vanishing():
+    scalars = {"diag/block0/grad_norm": 1e-6, "diag/block1/grad_norm": 1e-2, "diag/head/grad_norm": 1.0}
+    assert [k for k, _, _ in health_warnings(scalars, ["block0", "block1", "head"])] == ["vanishing"]
+
+
+# --- shape errors ---------------------------------------------------------------------------------------------
+def test_a_shape_mismatch_at_the_first_forward_names_the_layer_the_shape_and_the_keys(tmp_path, monkeypatch):
+    """A model the config check did not see (here: built for 20×20 inputs) meets 28×28 data: the run fails with
+    the layer's name, the shape it got and data.in_shape / model.*, not torch's bare message; the traceback
+    (torch's error too) is in train.log."""
+    import dltrain.build
+    from dltrain import Trainer, compose_config
+    from dltrain.models import build_model
+    from dltrain.shape_errors import ShapeError
+
+    cfg = compose_config(["data=synthetic", "model.width=16", "trainer.max_epochs=1", "logger=none",
+                          "trainer.progress_bar=false"], output_dir=tmp_path)
+    wrong = cfg.copy()
+    wrong.data.in_shape = [1, 20, 20]
+    monkeypatch.setattr(dltrain.build, "build_model", lambda c: build_model(wrong))
+    with pytest.raises(ShapeError) as info:
+        Trainer(cfg).fit()
+    text = str(info.value)
+    assert "layer backbone.block0.0 (Linear) got a tensor of shape [2, 784]" in text
+    assert "mat1 and mat2" in text and "data.in_shape=[1, 28, 28]" in text and "model.width=16" in text
+    assert "Data samples: [1, 28, 28]" in text
+    log = (tmp_path / "train.log").read_text()
+    assert "Traceback" in log and "layer backbone.block0.0" in log and "RuntimeError: mat1 and mat2" in log
+
+
+def test_failing_layer_is_none_when_the_forward_pass_runs():
+    from dltrain.shape_errors import failing_layer
+
+    model = tiny_mlp()
+    assert failing_layer(model, torch.randn(2, 6)) is None
+    name, module, shape, reason = failing_layer(model, torch.randn(2, 5))
+    assert (name, shape) == ("backbone.block0.0", [2, 5]) and isinstance(module, nn.Linear)
+
+
+def test_zero_gradients_from_dead_units_are_the_dead_warning_not_symmetry():
+    """Every ReLU of block1 dead (normal init's fate at depth): no hidden gradient, but distinct units."""
+    model = tiny_mlp()
+    with torch.no_grad():
+        model.backbone.block1[0].bias.fill_(-100.0)
+        model.backbone.block0[0].bias.fill_(-100.0)
+    diag = diagnosed_step(model)
+    assert float(model.backbone.block0[0].weight.grad.norm()) == 0
+    assert any(k.startswith("dead units") for k in kinds(diag))
+    assert not any(k.startswith("symmetry") for k in kinds(diag)), diag.warnings

@@ -125,7 +125,7 @@ def test_instance_norm_normalises_each_channel_of_each_sample():
 
 
 def test_instance_norm_refuses_flat_features():
-    with pytest.raises(ValueError, match="norm=instance.*conv model"):
+    with pytest.raises(ValueError, match="norm=instance.*model with conv layers"):
         factory("instance")(8, spatial=False)
     # the config check builds the model, so the mistake surfaces when composing, before any training
     with pytest.raises(ConfigError, match="norm=instance"):
@@ -167,3 +167,47 @@ def test_every_norm_builds_a_resnet(name):
         cfg.norm = OmegaConf.load(config_dir() / "norm" / f"{name}.yaml")
     model = build_model(cfg)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_instance_norm_in_a_cnn_normalises_the_conv_blocks_and_says_the_fc_block_has_none(tmp_path):
+    model = build_model(compose("model=cnn", "model.channels=[4,8]", "model.hidden=16", "norm=instance"))
+    for block in (model.backbone.conv0, model.backbone.conv1):
+        assert [type(m) for m in block] == [nn.Conv2d, nn.InstanceNorm2d, nn.ReLU, nn.MaxPool2d]
+    assert [type(m) for m in model.backbone.fc] == [nn.Linear, nn.ReLU]  # no norm on the flat block
+    assert "fully connected block fc" in repr(model) and "no norm" in repr(model)  # the train.log model summary
+    x = torch.randn(3, 1, 28, 28) * 5 + 2
+    captured = []
+    model.backbone.conv0[1].register_forward_hook(lambda m, args, out: captured.append((args[0], out)))
+    assert model(x).shape == (3, 10)
+    (inp, out), = captured
+    assert torch.allclose(out, standardise(inp, (2, 3)), atol=1e-4)  # per sample and channel over H×W
+    plain = build_model(compose("model=cnn", "model.channels=[4,8]", "model.hidden=16", "norm=batch"))
+    assert "no norm" not in repr(plain) and isinstance(plain.backbone.fc[1], nn.BatchNorm1d)
+
+
+@pytest.mark.parametrize("name", ["batch", "layer", "group", "instance"])
+@pytest.mark.parametrize("spatial", [True, False])
+def test_affine_false_has_no_scale_or_shift_and_outputs_the_bare_standardised_input(name, spatial):
+    if name == "instance" and not spatial:
+        pytest.skip("instance norm has no flat form")
+    with_affine, bare = factory(name)(16, spatial=spatial), factory(name, affine=False)(16, spatial=spatial)
+    assert len(list(with_affine.parameters())) == 2 and list(bare.parameters()) == []
+    x = torch.randn(8, 16, 4, 4) * 3 + 1 if spatial else torch.randn(8, 16) * 3 + 1
+    with torch.no_grad():  # γ, β away from (1, 0): the affine run differs from the bare one
+        for p in with_affine.parameters():
+            p.uniform_(0.5, 2.0)
+    assert not torch.allclose(with_affine(x), bare(x))
+    dims = {"batch": (0, 2, 3) if spatial else (0,), "instance": (2, 3),
+            "layer": (1, 2, 3) if spatial else (1,)}.get(name)
+    if dims is not None:
+        assert torch.allclose(bare(x), standardise(x, dims), atol=1e-4)
+    else:  # group: 8 groups of 2 channels
+        grouped = x.reshape(8, 8, -1)
+        assert torch.allclose(bare(x), standardise(grouped, (2,)).reshape(x.shape), atol=1e-4)
+
+
+def test_affine_false_through_the_config_leaves_the_optimizer_nothing_of_the_norm():
+    model = build_model(compose("norm=batch", "norm.affine=false", "model.depth=2", "model.width=16"))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(bns) == 2 and all(m.weight is None and m.bias is None for m in bns)
+    assert all(m.running_mean is not None for m in bns)  # still batch norm: running statistics kept

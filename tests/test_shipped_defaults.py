@@ -80,6 +80,11 @@ ROWS = [
     Row("activation/leaky_relu.yaml", "negative_slope", 0.01, nn.LeakyReLU),  # PyTorch; Maas et al. 2013
     Row("activation/prelu.yaml", "init", 0.25, nn.PReLU),            # He et al. 2015 (PReLU): a₀ = 0.25
     Row("activation/prelu.yaml", "num_parameters", 1, nn.PReLU),     # PyTorch: one slope shared by the layer
+    # the papers start every bias at 0 (Glorot & Bengio 2010 §4.2, He et al. 2015 §2.2, Saxe et al. 2014); init.bias
+    # is the course's "small positive bias for ReLU" when asked for
+    *[Row(f"init/{name}.yaml", "bias", 0.0) for name in ("xavier", "xavier_uniform", "he", "he_uniform", "lecun",
+                                                          "lecun_uniform", "orthogonal", "normal", "normal_large",
+                                                          "zeros")],
     Row("activation/elu.yaml", "alpha", 1.0, nn.ELU),                # Clevert et al. 2016: α = 1
     Row("activation/hardtanh.yaml", "min_val", -1.0, nn.Hardtanh),   # PyTorch's Hardtanh
     Row("activation/hardtanh.yaml", "max_val", 1.0, nn.Hardtanh),    # PyTorch's Hardtanh
@@ -120,7 +125,8 @@ CHOSEN = {
     "regularizer/input_noise.yaml": {"input_noise"}, "regularizer/l1.yaml": {"l1"},
     "init/normal.yaml": {"std"}, "init/normal_large.yaml": {"std"},
     "augment/color_jitter.yaml": {"brightness", "contrast"}, "augment/crop.yaml": {"crop"},
-    "augment/rotation.yaml": {"rotation"},
+    "augment/rotation.yaml": {"rotation"}, "augment/affine.yaml": {"scale", "shear", "translate"},
+    "regularizer/weight_noise.yaml": {"weight_noise"},
     "activation/maxout.yaml": {"pieces"},
     "model/cnn.yaml": {"channels", "hidden"}, "model/mlp.yaml": {"depth", "width"},
 }

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from dltrain import memory
+from dltrain import memory, shape_errors
 from dltrain.data import DataModule, build_datamodule
 from dltrain.length import RunLength
 from dltrain.models import build_model
@@ -52,12 +52,18 @@ def build_run(cfg: DictConfig, device: torch.device | str = "cpu", rank: int = 0
     optimizer = build_optimizer(cfg, model)
     length = RunLength.of(cfg.trainer, len(data.train), len(data.val))
     decay = cfg.trainer.ema_decay
+    try:  # the estimate's forward pass is the model's first: a data/model mismatch shows here
+        estimate = memory.estimate(model, optimizer_factory(cfg), cfg.data.batch_size, data.in_shape, device)
+    except RuntimeError as e:
+        explained = shape_errors.explain(cfg, model, data.train, e)
+        if explained is e:
+            raise
+        raise explained from e
     return Run(model=model, data=data, optimizer=optimizer, schedule=build_scheduler(cfg, optimizer, length),
                loss_fn=instantiate(cfg.loss), metric_fns={name: instantiate(node) for name, node in cfg.metrics.items()},
                length=length,
                ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None,
-               memory_estimate=memory.estimate(model, optimizer_factory(cfg), cfg.data.batch_size, data.in_shape,
-                                               device))
+               memory_estimate=estimate)
 
 
 def wrap(model: nn.Module, t: DictConfig, device: torch.device, warn) -> nn.Module:

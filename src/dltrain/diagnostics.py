@@ -21,6 +21,7 @@ SATURATED_LIMIT = 0.5
 UPDATE_RATIO_RANGE = (1e-5, 1e-1)
 ACT_STD_RATIO = (1e-2, 1e2)  # last hidden activation's std over the first's
 SATURATION_MARGIN = 0.01    # "saturated": within 1 % of the output range from a bound
+SYMMETRY_SPREAD = 1e-6      # a layer's units identical: ‖W − mean unit‖ below this × max(‖W‖, 1)
 
 # Output range of the bounded activations; anything else is unbounded (no saturated_frac). A custom
 # activation declares its own as an `output_bounds = (lo, hi)` attribute.
@@ -97,7 +98,17 @@ def activation_stats(out: torch.Tensor, bounds: tuple[float, float] | None) -> d
     return stats
 
 
+@torch.no_grad()
+def unit_spread(weight: torch.Tensor) -> torch.Tensor:
+    """How far a layer's units (the rows of its weight flattened to (C_out, fan_in)) are from their mean unit,
+    relative to max(‖W‖, 1): 0 when every unit has the same weights, whatever they are (init=zeros, any
+    constant), ~1 for a random initialisation. Identical units compute and learn the same thing forever."""
+    w = weight.detach().float().flatten(1) if weight.dim() > 1 else weight.detach().float().view(-1, 1)
+    return (w - w.mean(0, keepdim=True)).norm() / w.norm().clamp_min(1.0)
+
+
 HEADLINES = {
+    "symmetry": "symmetry not broken (a layer's units are identical, or no hidden layer gets a gradient)",
     "vanishing": "vanishing gradients",
     "exploding": "exploding gradients",
     "vanishing_acts": "vanishing activations",
@@ -153,14 +164,30 @@ def histograms(tensors: list[torch.Tensor]) -> list[dict | None]:
     return out
 
 
+def symmetry_warnings(grads: list[tuple[str, float]], spreads: dict[str, float], hidden: list[str],
+                      all_dead: bool = False) -> list[tuple[str, str, str]]:
+    """A hidden layer whose units are identical (unit_spread ≈ 0), or every hidden layer's gradient exactly 0
+    (unless a layer of dead units explains that: then the `dead` warning says so)."""
+    found = [("symmetry", n, f"{n}: all its units have the same weights (unit spread {spreads[n]:.2g})")
+             for n in hidden if spreads.get(n) is not None and spreads[n] < SYMMETRY_SPREAD]
+    hidden_grads = [g for n, g in grads if n in hidden]
+    if not found and not all_dead and hidden_grads and all(g == 0 for g in hidden_grads):
+        found.append(("symmetry", hidden[0], f"every hidden layer's grad_norm is 0 ({len(hidden_grads)} layers)"))
+    return found
+
+
 def health_warnings(scalars: dict[str, float], weight_names: list[str],
-                    act_names: list[str] = (), dead_checked: set[str] | None = None) -> list[tuple[str, str, str]]:
+                    act_names: list[str] = (), dead_checked: set[str] | None = None,
+                    spreads: dict[str, float] | None = None) -> list[tuple[str, str, str]]:
     """(kind, layer, detail) for every check that fails on one diagnostic step's scalars; `weight_names`
     and `act_names` in forward order (the last weight layer is the classifier). `dead_checked`: the
-    activations whose dead units are worth a warning (None: all)."""
+    activations whose dead units are worth a warning (None: all). `spreads`: unit_spread of each weight layer."""
     found = []
     grads = [(n, scalars.get(f"diag/{n}/grad_norm")) for n in weight_names]
     grads = [(n, g) for n, g in grads if g is not None]
+    all_dead = any(scalars.get(f"diag/{a}/dead_frac") == 1.0 for a in act_names)
+    symmetric = symmetry_warnings(grads, spreads or {}, list(weight_names[:-1]), all_dead)
+    found += symmetric
     for name, g in grads:
         if not math.isfinite(g) or g > EXPLODING_NORM:
             found.append(("exploding", name, f"{name} grad_norm={g:.3g} (> {EXPLODING_NORM:g})"))
@@ -168,7 +195,9 @@ def health_warnings(scalars: dict[str, float], weight_names: list[str],
         (first, g0), (last, g1) = grads[0], grads[-1]
         if math.isfinite(g0) and math.isfinite(g1) and g1 > 0:
             ratio = g0 / g1
-            if ratio < VANISHING_RATIO:
+            # A first layer whose gradient is itself exploding is not vanishing, however much larger the last
+            # layer's is; one that gets nothing because the units are symmetric is the symmetry warning.
+            if ratio < VANISHING_RATIO and g0 <= EXPLODING_NORM and not symmetric:
                 found.append(("vanishing", first, f"{first} grad_norm={g0:.3g} is {ratio:.2g}x {last}'s {g1:.3g} "
                                                   f"(< {VANISHING_RATIO:g}x)"))
             elif ratio > EXPLODING_RATIO:

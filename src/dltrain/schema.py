@@ -69,6 +69,8 @@ class Data:
     normalize: str = rule("standardize", choices=["standardize", "minmax", "none"])
     resident: Any = rule("auto", choices=["auto", True, False])
     classes: Optional[List[int]] = None                 # a class subset (transfer), relabelled 0..k-1
+    folds: Optional[int] = rule(None, rng=(2, None))    # k-fold cross-validation: k seeded folds of the training set
+    fold: int = rule(0, rng=(0, None))                  # the fold that validates (validation.py: < folds)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Regularizer:
     drop_path: float = rule(0.0, rng=(0, 1), hi_open=True)
     label_smoothing: float = rule(0.0, rng=(0, 1), hi_open=True)
     input_noise: float = rule(0.0, rng=(0, None))
+    weight_noise: float = rule(0.0, rng=(0, None))     # std of the noise on the weights in each training forward
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
 
 
@@ -104,6 +107,9 @@ class Augment:
     rotation: float = rule(0.0, rng=(0, None))
     brightness: float = rule(0.0, rng=(0, None))
     contrast: float = rule(0.0, rng=(0, None))
+    scale: float = rule(0.0, rng=(0, 1), hi_open=True)  # zoom factor from U[1−s, 1+s]
+    shear: float = rule(0.0, rng=(0, 90), hi_open=True)  # horizontal shear angle from U[−shear, shear] degrees
+    translate: float = rule(0.0, rng=(0, 1))           # shift from U[−t, t] × the image's width / height
 
 
 @dataclass

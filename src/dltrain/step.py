@@ -1,8 +1,9 @@
-"""One optimizer step: forward and backward over the step's micro-batches, the L1/L2 penalty gradients,
-gradient clipping, then the update (through fp16's GradScaler, or a closure for optimizers such as L-BFGS
+"""One optimizer step: forward and backward over the step's micro-batches (each at noisy weights with
+regularizer.weight_noise), the L1/L2 penalty gradients, gradient clipping, then the update (through fp16's GradScaler, or a closure for optimizers such as L-BFGS
 that evaluate the loss themselves)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -10,7 +11,11 @@ from omegaconf import DictConfig
 
 from dltrain import precision
 from dltrain.nn.penalties import add_penalty_gradients
+from dltrain.nn.weight_noise import noisy_weights
 from dltrain.optim import split_parameters
+
+
+_PLAIN = contextlib.nullcontext()  # without weight noise: reusable, and no generator per micro-batch
 
 
 class OptimizerStep:
@@ -27,6 +32,7 @@ class OptimizerStep:
         self.trained_params = [p for group in optimizer.param_groups for p in group["params"]]
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
+        self.weight_noise = float(cfg.regularizer.get("weight_noise") or 0.0)
         self.grad_clip = t.grad_clip
         self.channels_last = bool(t.channels_last)
         self.autocast = precision.autocast(device, str(t.precision))
@@ -68,12 +74,13 @@ class OptimizerStep:
         loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
         outputs = []
         for x, y in micro:
-            with self.autocast():
-                logits = self.net(self.to_input(x))
-                loss = self.loss_fn(logits, y)
-            # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
-            weighted = loss if single else loss * (y.shape[0] / total)
-            (scaler.scale(weighted) if scaler else weighted).backward()
+            with noisy_weights(self.weights, self.weight_noise) if self.weight_noise else _PLAIN:
+                with self.autocast():
+                    logits = self.net(self.to_input(x))
+                    loss = self.loss_fn(logits, y)
+                # Weight each micro-batch by its share of the step, so accumulation equals one big batch.
+                weighted = loss if single else loss * (y.shape[0] / total)
+                (scaler.scale(weighted) if scaler else weighted).backward()
             loss_sum = weighted.detach() if loss_sum is None else loss_sum + weighted.detach()
             outputs.append((logits.detach(), y))
         if scaler:

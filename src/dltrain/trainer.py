@@ -22,6 +22,7 @@ from dltrain.checkpoint import RunState
 from dltrain.data import cache as data_cache
 from dltrain.errors import Diverged, Interrupted, Pruned
 from dltrain.runinfo import library_versions, seed_everything, write_result
+from dltrain.shape_errors import explain_first_forward
 from dltrain.signals import StopSignals
 from dltrain.step import OptimizerStep
 from dltrain.steplog import StepLog
@@ -97,7 +98,10 @@ class Trainer:
             raise
         except Exception as e:
             self.state.status = "failed"  # RunLog puts the error and its traceback in train.log, the CLI one line
-            self.fire("on_exception", e)
+            explained = explain_first_forward(self, e)  # a data/model shape mismatch, named (shape_errors.py)
+            self.fire("on_exception", explained)
+            if explained is not e:
+                raise explained from e
             raise
         finally:
             self.signals.restore()

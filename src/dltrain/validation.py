@@ -31,14 +31,16 @@ COMPILE_MODES = ["default", "max-autotune-no-cudagraphs"]
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem with `cfg`; an empty list when it can start a run."""
     from dltrain import value_rules
+    from dltrain.node_keys import unknown_key_problems
 
     blocking = value_rules.blocking_problems(cfg)
     if blocking:
         return blocking
-    p = value_rules.value_problems(cfg) + schema_problems(cfg) + rule_problems(cfg)
+    unknown = unknown_key_problems(cfg)  # a key no component reads (node_keys.py)
+    p = value_rules.value_problems(cfg) + schema_problems(cfg) + rule_problems(cfg) + unknown
     # Build only when the keys the builds read are sound, or their errors would repeat the ones above.
     shape_keys = ("model.", "data.", "activation.", "norm.", "regularizer.", "init.", "model=")
-    if not any(line.startswith(shape_keys) for line in p):
+    if not unknown and not any(line.startswith(shape_keys) for line in p):
         p += build_problems(cfg)
     return list(dict.fromkeys(p))  # the same mistake once, in order
 
@@ -118,6 +120,10 @@ def rule_problems(cfg: DictConfig) -> list[str]:
     if classes not in (_MISSING, None) and len(classes) != _get(cfg, "data.num_classes"):
         p.append(f"data.classes={list(classes)} keeps {len(classes)} classes but data.num_classes="
                  f"{_get(cfg, 'data.num_classes')}: set data.num_classes={len(classes)}")
+    folds, fold = _get(cfg, "data.folds"), _get(cfg, "data.fold")
+    if _is_int(fold) and fold > 0 and not (_is_int(folds) and fold < folds):
+        p.append(f"data.fold={fold} must lie in [0, data.folds) with data.folds={folds if folds is not _MISSING else None}"
+                 f" (k-fold cross-validation: data.folds=k data.fold=0…k-1)")
     accumulate = _get(cfg, "trainer.accumulate_grad_batches")
     if str(_get(cfg, "optimizer._target_")).endswith("LBFGS") and _is_int(accumulate) and accumulate > 1:
         p.append(f"trainer.accumulate_grad_batches={accumulate} cannot be used with optimizer=lbfgs, which "
@@ -329,7 +335,8 @@ def build_problems(cfg: DictConfig) -> list[str]:
         with torch.device("meta"):
             model = build_model(meta_cfg)
     except Exception as e:  # noqa: BLE001 - a model the config cannot build is the config's problem
-        return [f"{what} cannot be built for data.in_shape={in_shape}: {_reason(e)}"]
+        reason = _reason(e)  # the initialiser's own refusals (nn/init.py) name their key already
+        return [reason if reason.startswith("init.") else f"{what} cannot be built for data.in_shape={in_shape}: {reason}"]
     try:
         # Uninitialised CPU memory, not the meta device, for the forward pass: meta kernels for linear layers
         # import torch._dynamo (seconds); a batch of 1 on the CPU costs milliseconds for these models.

@@ -5,8 +5,8 @@
 
 A job directory is any folder under the sweep with `.hydra/overrides.yaml`; its result is its
 `metrics.json` (a job without one counts as `failed`: it stopped before the trainer could write it). The
-*swept keys* are the override keys whose values differ between jobs. Runs that differ only in `seed` form
-one group, reported as mean ± std over the seeds. Curves come from each job's metrics.csv.
+*swept keys* are the override keys whose values differ between jobs. Runs that differ only in `seed` or in the
+cross-validation fold (`data.fold`) form one group, reported as mean ± std over the seeds or folds. Curves come from each job's metrics.csv.
 
 Files written into the sweep directory:
 - `summary.md`   groups ranked by best val/acc, failed/diverged runs, health warnings, the Optuna study
@@ -33,7 +33,7 @@ from dltrain.callbacks.csvlog import read_csv
 
 log = logging.getLogger("dltrain")
 
-SEED_KEYS = ("seed",)
+SEED_KEYS = ("seed", "data.fold")  # repetitions of one setting: grouped as mean ± std
 COLUMNS = ["overrides", "status", "best val/acc", "final val/acc", "final val/loss", "test/acc", "epochs", "wall s"]
 
 
@@ -224,7 +224,8 @@ def markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], images: list[str
     seeds = any(len(g.jobs) > 1 for g in groups)
     lines = [f"# Sweep {sweep_dir.name}", "",
              f"{len(jobs)} runs; swept: {', '.join(f'`{k}`' for k in keys) or 'nothing'}"
-             + ("; runs that differ only in the seed are shown as mean ± std (n = number of runs)" if seeds else ""),
+             + ("; runs that differ only in the seed or the fold (data.fold) are shown as mean ± std (n = number of runs)"
+                if seeds else ""),
              ""]
     head = ["overrides", "status", "best val/acc", "final val/acc", "final val/loss", "test/acc", "epochs", "wall s"]
     if seeds:

@@ -18,7 +18,9 @@ and the histograms `diag/<layer>/weight`, `diag/<layer>/grad`, `diag/<layer>/act
 logger's writer. `<layer>` is the module path without `backbone.` and without a Sequential index:
 `block0` (MLP), `conv0`, `fc` (CNN), `stem`, `stage1.block0.conv1`, `stage1.block0.act1` (ResNet), `head`.
 
-Health checks run on every diagnostic step; each (problem, layer) is reported once per run, as a warning in
+Health checks run on every diagnostic step (the README's table, and `symmetry`: a hidden layer whose units all
+have the same weights, from `unit_spread`, which is computed for the check and not logged, or every hidden
+layer's gradient exactly 0); each (problem, layer) is reported once per run, as a warning in
 train.log and in `result["warnings"]` (metrics.json), which the end-of-run summary lists.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ import logging
 import torch
 
 from dltrain.callbacks.base import Callback
-from dltrain.diagnostics import HEADLINES, activation_stats, find_layers, health_warnings, histograms, output_bounds, thin
+from dltrain.diagnostics import (HEADLINES, activation_stats, find_layers, health_warnings, histograms, output_bounds,
+                                 thin, unit_spread)
 
 log = logging.getLogger("dltrain")
 
@@ -114,6 +117,8 @@ class Diagnostics(Callback):
                 before = self.before[name].float()
                 names.append(f"diag/{name}/update_ratio")
                 values.append((w.detach().float() - before).norm() / before.norm())
+                names.append(f"spread/{name}")  # for the symmetry check only; not logged
+                values.append(unit_spread(w))
             hists.append((f"diag/{name}/weight", w.detach()))
         self.before = {}
         self.captured = {}
@@ -122,17 +127,19 @@ class Diagnostics(Callback):
         # One device→host copy for every number of this step.
         numbers = torch.stack([v.to(values[0].device).float() for v in values]).tolist()
         scalars = dict(zip(names, numbers))
+        spreads = {k.split("/", 1)[1]: scalars.pop(k) for k in [k for k in scalars if k.startswith("spread/")]}
         trainer.log(scalars, step)
         if self.histograms and self.hist_sink is not None:
             for (tag, _), hist in zip(hists, histograms([t for _, t in hists])):
                 if hist is not None:
                     self.hist_sink.add_histogram_raw(tag, hist, step)
-        self.check(scalars, step)
+        self.check(scalars, step, spreads)
 
-    def check(self, scalars: dict, step: int) -> None:
+    def check(self, scalars: dict, step: int, spreads: dict | None = None) -> None:
         """Report each (problem, layer) once per run; the layers of one problem at one step share a line."""
         fresh: dict[str, list[str]] = {}
-        for kind, layer, detail in health_warnings(scalars, list(self.weights), list(self.acts), self.dead_checked):
+        for kind, layer, detail in health_warnings(scalars, list(self.weights), list(self.acts), self.dead_checked,
+                                                   spreads):
             if (kind, layer) not in self.seen:
                 self.seen.add((kind, layer))
                 fresh.setdefault(kind, []).append(detail)

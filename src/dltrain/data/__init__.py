@@ -31,9 +31,17 @@ def load_splits(cfg: DictConfig, for_check: bool = False) -> Splits:
     return cached_splits(cfg.data, lambda: get_method(cfg.data._target_)(cfg.data), for_check)
 
 
-def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: int):
+def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: int, folds: int | None = None, fold: int = 0):
+    """(train_x, train_y, val_x, val_y): the first val_size samples of a fixed permutation validate; with
+    `folds` = k (k-fold cross-validation) the permutation is cut into k folds of (nearly) equal size and fold
+    `fold` validates instead, the other k − 1 train (val_size is not used). The permutation does not depend
+    on the run's seed, so the k jobs data.fold=0…k-1 partition the same training set."""
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
-    val, train = order[:val_size], order[val_size:]
+    if folds:
+        parts = torch.tensor_split(order, folds)
+        val, train = parts[fold], torch.cat([p for i, p in enumerate(parts) if i != fold])
+    else:
+        val, train = order[:val_size], order[val_size:]
     return x[train], y[train], x[val], y[val]
 
 
@@ -61,7 +69,8 @@ def build_datamodule(cfg: DictConfig, device: torch.device | str = "cpu", rank: 
         raise ConfigError(problems)
     splits = select_classes(raw, cfg.data.get("classes"))  # transfer: a class subset
     d = cfg.data
-    train_x, train_y, val_x, val_y = split_validation(splits.train_x, splits.train_y, d.val_size)
+    train_x, train_y, val_x, val_y = split_validation(splits.train_x, splits.train_y, d.val_size,
+                                                      d.get("folds"), d.get("fold") or 0)
     normalize = Normalizer(train_x, d.normalize)
     resident = resident_fits(splits, device) if d.resident == "auto" else bool(d.resident)
     common = dict(batch_size=d.batch_size, device=device, normalize=normalize, resident=resident)

@@ -4,7 +4,8 @@ Every transform draws one random parameter per sample and applies them all at on
 per-sample Python), on whatever device the batch is on. The random numbers come from torch's global
 generator for that device, which the trainer seeds: the same seed gives the same augmented batches.
 
-Order in a batch: crop → flip → rotation → color jitter (each only when it is on).
+Order in a batch: crop → flip → rotation → affine (scale, shear, translate) → color jitter (each only when it
+is on).
 """
 from __future__ import annotations
 
@@ -76,6 +77,42 @@ def random_rotation(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return rotate(x, angles)
 
 
+def affine(x: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, tx: torch.Tensor,
+           ty: torch.Tensor) -> torch.Tensor:
+    """Image i's content zoomed by scale[i] about the centre, sheared horizontally by shear[i] radians (a pixel
+    `y` rows below the centre moves tan(shear)·y columns right) and shifted by (tx[i]·W, ty[i]·H) pixels
+    (right, down), as one affine_grid/grid_sample pass (bilinear, zeros outside).
+
+    In pixels about the centre the forward map is p ↦ A·p + t with A = s·[[1, tan φ], [0, 1]]; grid_sample
+    needs each output position's source, A⁻¹(p − t) = (1/s)·[[1, −tan φ], [0, 1]]·(p − t), written in the
+    [-1, 1] coordinates of each axis (the h/w factor keeps the shear an angle in pixels on a non-square image;
+    a shift by the whole width is 2 there)."""
+    n, _, h, w = x.shape
+    k = shear.tan()
+    inv = 1.0 / scale
+    zero = torch.zeros_like(scale)
+    tx_n, ty_n = 2 * tx, 2 * ty
+    row0 = torch.stack([inv, -inv * k * h / w, -inv * (tx_n - k * h / w * ty_n)], 1)
+    row1 = torch.stack([zero, inv, -inv * ty_n], 1)
+    theta = torch.stack([row0, row1], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: torch.Tensor, scale: float = 0.0, shear: float = 0.0, translate: float = 0.0) -> torch.Tensor:
+    """Per image a zoom from U[1−scale, 1+scale], a shear angle from U[−shear, shear] degrees and a shift of
+    U[−translate, translate] × width and × height, drawn in that order, applied as one transform (`affine`)."""
+    n = len(x)
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, device=x.device, dtype=torch.float32)
+
+    s = draw(1 - scale, 1 + scale)
+    phi = draw(-1.0, 1.0) * math.radians(shear)
+    tx, ty = draw(-translate, translate), draw(-translate, translate)
+    return affine(x, s, phi, tx, ty)
+
+
 def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0) -> torch.Tensor:
     """Per image: scale by a brightness factor from U[1−b, 1+b], then stretch around the image's mean
     (over channels and pixels) by a contrast factor from U[1−c, 1+c]; clamp to [0, 1] after each step."""
@@ -92,17 +129,20 @@ class BatchAugment:
     """The configured augmentations as one callable on a batch."""
 
     def __init__(self, flip: float = 0.0, crop: int = 0, rotation: float = 0.0, brightness: float = 0.0,
-                 contrast: float = 0.0):
+                 contrast: float = 0.0, scale: float = 0.0, shear: float = 0.0, translate: float = 0.0):
         if crop != int(crop):
             raise ValueError(f"augment.crop={crop!r} must be a whole number of pixels")
         self.flip, self.crop, self.rotation = float(flip), int(crop), float(rotation)
         self.brightness, self.contrast = float(brightness), float(contrast)
+        self.scale, self.shear, self.translate = float(scale), float(shear), float(translate)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop or self.flip:
             x = crop_and_flip(x, self.crop, self.flip)
         if self.rotation:
             x = random_rotation(x, self.rotation)
+        if self.scale or self.shear or self.translate:
+            x = random_affine(x, self.scale, self.shear, self.translate)
         if self.brightness or self.contrast:
             x = color_jitter(x, self.brightness, self.contrast)
         return x
@@ -114,7 +154,7 @@ class BatchAugment:
 
 def build_augment(cfg: DictConfig) -> BatchAugment | None:
     """None when every augmentation is off, else the callable the training loader applies to each batch."""
-    keys = ("flip", "crop", "rotation", "brightness", "contrast")
+    keys = ("flip", "crop", "rotation", "brightness", "contrast", "scale", "shear", "translate")
     values = {k: cfg.get(k) or 0 for k in keys}
     if not any(values.values()):
         return None

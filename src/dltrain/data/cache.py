@@ -11,7 +11,7 @@ from dltrain.data.splits import Splits
 
 _CACHE: dict[str, Splits] = {}
 # Keys that change batching, not the stored data.
-_NOT_PART_OF_DATA = ("batch_size", "val_size", "normalize", "resident", "classes")
+_NOT_PART_OF_DATA = ("batch_size", "val_size", "normalize", "resident", "classes", "folds", "fold")
 _LAST: dict[str, str] = {}  # see last_load_note
 _UNREPORTED: dict[str, str] = {}  # key → the note of a load the command-line check made, for the first run's log
 

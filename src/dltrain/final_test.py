@@ -31,12 +31,21 @@ def best_weights(trainer) -> dict | None:
     kept = getattr(trainer, "best_copy", None)
     if kept is not None and kept["epoch"] == epoch:
         return kept
-    path = trainer.out_dir / "checkpoints" / "best.pt"
+    path = run_dir(trainer) / "checkpoints" / "best.pt"
     if path.is_file():
         saved = checkpoint.load(path, map_location=trainer.device)
         if int(saved.get("epoch", -1)) == int(epoch):
             return {"model": saved["model"], "ema": saved.get("ema"), "epoch": epoch}
     return None
+
+
+def run_dir(trainer):
+    """Where the run's checkpoints are: a resumed run's own directory (under torchrun the other ranks run in a
+    scratch directory, but read the same checkpoints), else the output directory."""
+    from dltrain.resume import checkpoint_path, run_dir_of
+
+    resume = trainer.cfg.get("resume")
+    return run_dir_of(checkpoint_path(resume)) if resume not in (None, "auto") else trainer.out_dir
 
 
 def load(trainer, weights: dict) -> None:

@@ -66,7 +66,7 @@ def load_weights(model: nn.Module, checkpoint: str) -> LoadReport:
     report.missing = [name for name in own if name not in compatible]
     model.load_state_dict(compatible, strict=False)
     log.info("model.init_from=%s:\n  %s", checkpoint, "\n  ".join(report.lines()))
-    if False:
+    if not report.loaded:
         raise TransferError(f"model.init_from={checkpoint}: no tensor of the checkpoint fits this model; "
                             + "; ".join(report.lines()))
     return report

@@ -37,3 +37,16 @@ def test_hparams_in_the_runs_event_file_name_the_choices_and_the_final_metrics(t
     assert abs(scalars["val/acc"] - result["final"]["val/acc"]) < 1e-6
     assert abs(scalars["best/val_acc"] - result["best"]["val/acc"]) < 1e-6
     assert abs(scalars["test/acc"] - result["test"]["test/acc"]) < 1e-6
+
+
+def test_hparams_name_the_options_of_a_cli_run(tmp_path):
+    """sgd and momentum both read torch.optim.SGD: the HParams tab names the option (Hydra's choices)."""
+    from tests.conftest import FAST, run_cli
+
+    run_cli([*FAST, "optimizer=momentum", "init=he", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+             "hydra.run.dir=outputs/run"], cwd=tmp_path)
+    hparams, _, _ = read_hparams(tmp_path / "outputs" / "run")
+    assert hparams["optimizer._target_"] == "torch.optim.SGD"
+    assert (hparams["optimizer"], hparams["init"], hparams["data"], hparams["model"]) == ("momentum", "he", "synthetic",
+                                                                                        "mlp")
+    assert not any(k.startswith("hydra/") for k in hparams)

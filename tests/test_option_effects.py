@@ -4,7 +4,6 @@ in exactly the way the option promises (tests/effect_probe.py sets the Trainers 
 EFFECTS maps every file of configs/<group>/ to its expectation; `test_option_has_its_effect` is parametrised
 over the files on disk, so a new option file fails loudly until its expectation is added. FLAG_EFFECTS does
 the same for trainer flags; every other trainer key must be named in FLAGS_TESTED_ELSEWHERE.
-`trainer.test_checkpoint` (the design contract) does not exist yet (issue 17): it gets its expectation with it.
 
 The component formulas are pinned by each group's own test file; what is pinned here is that the Trainer
 applies them: in the step, with the configured values, to the right parameters, in training only.
@@ -758,6 +757,7 @@ FLAGS_TESTED_ELSEWHERE = {  # key → where its effect is asserted
     "checkpoint_every_n_steps": "test_checkpoints.py (last.pt at steps 5, 10, 15, 20)",
     "auto_batch_size": "test_checkpoints.py (the search)", "diagnostics_every_n_steps": "test_diagnostics.py",
     "log_every_n_steps": "test_checkpoints.py (a NaN loss read at step 5)",
+    "test_checkpoint": "test_test_checkpoint.py (test/* of the pinned best epoch; last; after early stopping)",
 }
 
 

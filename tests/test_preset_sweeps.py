@@ -40,8 +40,12 @@ def jobs(params: dict[str, str]) -> list[list[str]]:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_job_of_a_presets_sweep_composes(preset, tmp_path):
     params = sweep_params(preset)
+    given = []
+    if preset == "transfer":  # it fine-tunes a checkpoint: a frozen backbone without one is refused (validation)
+        (tmp_path / "stage1.pt").write_bytes(b"")
+        given = [f"model.init_from={tmp_path / 'stage1.pt'}"]
     for job in jobs(params) if params else [[]]:
-        cfg = compose_config([f"+experiment={preset}", *job], output_dir=tmp_path)
+        cfg = compose_config([f"+experiment={preset}", *given, *job], output_dir=tmp_path)
         for line in job:
             key, value = line.split("=", 1)
             if "." in key:  # a value (group choices are checked by the composition itself)

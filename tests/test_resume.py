@@ -87,6 +87,20 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(straight, tmp_path):
     assert_same_run(straight, cut)
 
 
+def test_a_raised_max_steps_continues_the_cut_short_epoch_bit_exactly(straight, tmp_path):
+    """max_steps=15 ends the run at batch 5 of epoch 2; resumed with max_steps=40 it ends where 4 straight epochs do."""
+    run_cli([*SETUP, "trainer.max_epochs=4", "trainer.max_steps=15", "hydra.run.dir=outputs/cut"], cwd=tmp_path,
+            env=ONE_THREAD)
+    cut = tmp_path / "outputs" / "cut"
+    m = read_metrics(cut)
+    assert (m["status"], m["epochs"], m["steps"]) == ("completed", 1, 15)
+    assert [s for s, _ in read_scalars(cut)["val/acc"]] == [1, 2]  # the cut run's own report of where it stopped
+    state = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["batch"]) == (1, 15, 5)
+    run_cli(["resume=outputs/cut", "trainer.max_steps=40"], cwd=tmp_path, env=ONE_THREAD)
+    assert_same_run(straight, cut)
+
+
 def test_resume_refuses_a_changed_config_and_touches_nothing(straight, tmp_path, monkeypatch, capsys):
     from dltrain.cli.commandline import check_command_line
 

@@ -53,8 +53,8 @@ def test_logged_lr_follows_the_schedule_closed_form(fast_cfg, tmp_path):
     lr0, total = cfg.optimizer.lr, trainer.steps_per_epoch * 2
     logged = rec.scalars["lr"]
     assert [s for s, _ in logged] == list(range(1, total + 1))
-    for step, lr in logged:  # logged after `step` optimizer steps and as many scheduler steps
-        assert lr == pytest.approx(0.5 * lr0 * (1 + math.cos(math.pi * step / total)), abs=1e-12)
+    for step, lr in logged:  # the rate step `step` used: the schedule's value after step − 1 scheduler steps
+        assert lr == pytest.approx(0.5 * lr0 * (1 + math.cos(math.pi * (step - 1) / total)), abs=1e-12)
 
     cfg = fast_cfg("scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5", "trainer.max_epochs=3",
                    output_dir=tmp_path / "step")

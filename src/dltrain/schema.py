@@ -56,6 +56,8 @@ class Trainer:
     progress_bar: Any = rule("auto", choices=["auto", True, False], safe=True)
     profiler: bool = False
     log_every_n_steps: int = rule(50, rng=(1, None), safe=True)
+    # whose weights test/* are: best.pt's (the best val/acc epoch) or the last ones; the EMA's of the same (final_test.py)
+    test_checkpoint: str = rule("best", choices=["best", "last"], safe=True)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from dltrain import callbacks as cb
-from dltrain import checkpoint, distributed, resume
+from dltrain import checkpoint, distributed, final_test, resume
 from dltrain.batch_size import fit_batch_size
 from dltrain.build import build_run, pick_device, wrap
 from dltrain.checkpoint import RunState
@@ -45,6 +45,9 @@ class Trainer:
         self.state = RunState()
         self.signals = StopSignals()  # installed while fit runs
         self.started = time.perf_counter()
+        self.step_lrs: list[float] | None = None  # the rates of the last step, under a per-step schedule
+        self.best_copy: dict | None = None        # the best epoch's weights (final_test.py)
+        self.tested_with: str | None = None       # "best" or "last": whose weights test/* are
         self.callbacks = callbacks if callbacks is not None else cb.default_callbacks(cfg, distributed.env_rank() == 0)
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -111,7 +114,8 @@ class Trainer:
     def conclude(self) -> None:
         """The run trained to its end (or stopped early): its status and the test metrics."""
         self.state.status = "stopped_early" if self.state.stop_reason == "early_stopping" else "completed"
-        self.state.test = self.evaluate(self.data.test, "test", self.length.test_batches)
+        # trainer.test_checkpoint's weights (best.pt's by default) and, with EMA, its EMA weights
+        self.state.test, self.tested_with = final_test.run_test(self)
         self.log(self.state.test, self.state.epoch)
 
     def begin(self, resume_from: dict | None = None) -> None:
@@ -143,7 +147,17 @@ class Trainer:
     def end_epoch(self, seen: int, elapsed: float) -> bool:
         """After an epoch's training (`seen` samples in `elapsed` s): validate, log, let the callbacks see it;
         True when the run is to stop. The fused launcher (dltrain/fused/) calls it for each member."""
-        self.state.epoch += 1
+        # trainer.max_steps may end the run inside an epoch: that epoch is not over, and a resume with a raised
+        # max_steps continues it where it stopped, as the run never stopped would. Its last.pt is written first,
+        # so what is logged below (its validation) is a report of this run, cut back on resume like any row
+        # after a checkpoint; best, early stopping and epoch schedules count whole epochs only.
+        partial = self.state.batch > 0
+        if partial:
+            self.check_finite()
+            for hook in self.hooks("on_checkpoint_due"):
+                hook(self)
+        else:
+            self.state.epoch += 1
         metrics = {}
         last = self.state.epoch >= self.max_epochs or self.state.step >= self.max_steps
         if last or self.state.epoch % self.t.val_every_n_epochs == 0:  # trainer.val_every_n_epochs, and the last
@@ -155,10 +169,13 @@ class Trainer:
         if self.device.type == "cuda":
             metrics["memory/peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         schedule = self.schedule  # per epoch; one that watches a validation metric, when there is one
-        if schedule is not None and schedule.interval == "epoch" and schedule.monitor in (None, *metrics):
+        if schedule is not None and schedule.interval == "epoch" and schedule.monitor in (None, *metrics) and not partial:
             schedule.step(metrics)
-        self.log(metrics, self.state.epoch)
+        self.log(metrics, self.state.epoch + partial)
+        if partial:
+            return True
         self.update_best(metrics)
+        final_test.keep_if_best(self)  # the weights test/* will use (trainer.test_checkpoint=best)
         self.check_finite()  # before any checkpoint of this epoch is written
         view = MappingProxyType(metrics)  # callbacks read, never write; they may answer with a reason to stop
         if reasons := [reason for hook in self.hooks("on_epoch_end") if (reason := hook(self, view))]:
@@ -183,6 +200,7 @@ class Trainer:
         on_step_start, on_step_end = self.hooks("on_train_step_start"), self.hooks("on_train_step_end")
         on_checkpoint = self.hooks("on_checkpoint_due")
         per_step_schedule = self.schedule if self.schedule is not None and self.schedule.interval == "step" else None
+        param_groups = self.optimizer.param_groups
         ranks_agree = self.dist.enabled
         optimizer_step, poll, log_every = self.optimizer_step, self.signals.poll, self.log_every
         train_batches, max_steps = max_batches or self.train_batches, self.max_steps
@@ -202,7 +220,8 @@ class Trainer:
             micro = []
             state.step += 1
             state.batch = i + 1
-            if per_step_schedule is not None:
+            if per_step_schedule is not None:  # the rate this step used is what its log line shows
+                self.step_lrs = [g["lr"] for g in param_groups]
                 per_step_schedule.step()
             stop = poll(state.step)  # a stop signal: this step is the last one
             checkpoint_due = every and state.step % every == 0
@@ -223,9 +242,12 @@ class Trainer:
                     hook(self)
             if stop:
                 raise Interrupted(stop, state.step)
+            if state.step >= max_steps:  # before fetching a batch that no step would use
+                break
         if pending:
             self.flush_train_log(pending)
-        state.batch = 0  # the epoch is done: the next one (or its checkpoint) starts at its first batch
+        if state.batch + accumulate > train_batches:  # the epoch is done (not cut short by max_steps)
+            state.batch = 0  # the next one (or its checkpoint) starts at its first batch
         return seen
 
     def optimizer_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -248,8 +270,10 @@ class Trainer:
         self.state.final.update({"train/loss": values[-1], "train/acc": accs[-1]})
         if not all(math.isfinite(v) for v in values):
             raise Diverged(f"train/loss = {values[-1]} at step {self.state.step}")
-        lrs = {f"lr/group{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-        lrs["lr"] = self.optimizer.param_groups[0]["lr"]
+        # The rates the last step used: a per-step schedule has already moved the optimizer's to the next step's.
+        used = self.step_lrs if self.step_lrs is not None else [g["lr"] for g in self.optimizer.param_groups]
+        lrs = {f"lr/group{i}": lr for i, lr in enumerate(used)}
+        lrs["lr"] = used[0]
         self.log(lrs, self.state.step)
 
     def check_finite(self) -> None:
@@ -304,8 +328,9 @@ class Trainer:
     def result(self) -> dict:
         s = self.state
         result = {"status": s.status, "epochs": s.epoch, "steps": s.step,
-                  "final": {k: v for k, v in s.final.items() if not k.startswith("test/")},
-                  "best": s.best, "test": s.test, "overrides": self.overrides, "seed": int(self.cfg.seed),
+                  "final": {k: v for k, v in s.final.items() if not k.startswith(("test/", "test_ema/"))},
+                  "best": s.best, "test": s.test, "test_checkpoint": self.tested_with, "overrides": self.overrides,
+                  "seed": int(self.cfg.seed),
                   "wall_s": round(self.wall_s, 3), "versions": library_versions()}
         for hook in self.hooks("on_result"):  # e.g. the diagnostics' health warnings
             result.update(hook(self) or {})

@@ -114,8 +114,12 @@ def rule_problems(cfg: DictConfig) -> list[str]:
     placement = _get(cfg, "norm.placement")
     if placement not in (_MISSING, "pre_activation", "post_activation"):
         p.append(f"norm.placement={placement!r} is not one of ['pre_activation', 'post_activation']")
-    if _get(cfg, "model.freeze_backbone") not in (_MISSING, True, False):
-        p.append(f"model.freeze_backbone={_get(cfg, 'model.freeze_backbone')!r} must be true or false")
+    for key in ("model.freeze_backbone", "model.freeze_norm_stats"):
+        if _get(cfg, key) not in (_MISSING, True, False):
+            p.append(f"{key}={_get(cfg, key)!r} must be true or false")
+    if _get(cfg, "model.freeze_backbone") is True and not _get(cfg, "model.init_from"):
+        p.append("model.freeze_backbone=true without model.init_from would freeze a randomly initialised backbone: "
+                 "name the checkpoint to transfer from (model.init_from=<run>/checkpoints/best.pt)")
     classes = _get(cfg, "data.classes")
     if classes not in (_MISSING, None) and len(classes) != _get(cfg, "data.num_classes"):
         p.append(f"data.classes={list(classes)} keeps {len(classes)} classes but data.num_classes="
@@ -290,7 +294,7 @@ def _model_name(cfg: DictConfig) -> str:
 
 def _model_keys(cfg: DictConfig) -> str:
     node = OmegaConf.to_container(cfg.model, resolve=True)
-    return ", ".join(f"model.{k}={v}" for k, v in node.items() if k not in ("_target_", "init_from", "freeze_backbone"))
+    return ", ".join(f"model.{k}={v}" for k, v in node.items() if k not in ("_target_", "init_from", "freeze_backbone", "freeze_norm_stats"))
 
 
 def _reason(e: BaseException) -> str:
@@ -347,10 +351,10 @@ def build_problems(cfg: DictConfig) -> list[str]:
         return [f"{what} cannot take inputs of data.in_shape={in_shape}: {_reason(e)}"]
     p = []
     if cfg.model.get("init_from"):
-        from dltrain.models import compatible_weights
+        from dltrain.models import transfer
 
         try:
-            compatible_weights(model, cfg.model.init_from)
+            transfer.compare(model, cfg.model.init_from)
         except ValueError as e:
             p.append(str(e))
     if tuple(out.shape) != (1, int(cfg.data.num_classes)):

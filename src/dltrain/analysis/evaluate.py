@@ -126,9 +126,10 @@ def load_model(cfg, path: Path, device: torch.device):
 
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", device: str | None = None,
-                 write: bool = True, ensemble: str | None = None) -> dict:
+                 write: bool = True, ensemble: str | None = None, mc_dropout: int | None = None) -> dict:
     """`ensemble="snapshots"`: the mean logits of every checkpoints/snapshot_<i>.pt (scheduler=cosine_restarts
-    with snapshots) instead of one checkpoint."""
+    with snapshots) instead of one checkpoint. `mc_dropout=N`: the mean softmax of N passes with the dropout
+    layers in train mode (analysis/ensemble.py's MCDropout), seeded with the run's seed."""
     from dltrain.build import build_run
 
     run_dir = Path(run_dir)
@@ -148,6 +149,11 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
         model, state = load_model(cfg, ckpt_path, device)
         if checkpoint == "best":  # never the wrong model silently
             check_best(run_dir, ckpt_path, state)
+    if mc_dropout:
+        from dltrain.analysis.ensemble import MCDropout
+
+        model = MCDropout(model, mc_dropout)
+        torch.manual_seed(int(cfg.seed))
     model.eval()
     data, loss_fn = run.data, run.loss_fn
     n = int(cfg.data.num_classes)
@@ -164,9 +170,10 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     result = {"run": str(run_dir), "checkpoint": str(ckpt_path), "epoch": state.get("epoch"), "split": split,
               f"{split}/loss": loss_sum / max(count, 1), f"{split}/acc": float(confusion.diag().sum()) / max(count, 1),
               "samples": count, "classes": names, "per_class_acc": dict(zip(names, per_class)),
-              "confusion": confusion.tolist()}
+              "confusion": confusion.tolist(), "mc_dropout": mc_dropout}
     if write:
         suffix = f"{split}_{ensemble}" if ensemble else split
+        suffix += f"_mc_dropout{mc_dropout}" if mc_dropout else ""
         (run_dir / f"evaluation_{suffix}.json").write_text(json.dumps(result, indent=2))
         (run_dir / f"confusion_{suffix}.txt").write_text(confusion_text(confusion, names))
         plot_confusion(confusion, names, run_dir / f"confusion_{suffix}.png",

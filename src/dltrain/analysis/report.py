@@ -25,11 +25,13 @@ import logging
 import math
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from dltrain.analysis import search_report
 from dltrain.callbacks.csvlog import read_csv
+from dltrain.choices import run_choices
 
 log = logging.getLogger("dltrain")
 
@@ -89,6 +91,10 @@ class Job:
     def lambda_max(self):  # from the run's curvature.json (scripts/landscape.py), or None
         return lambda_max(self.dir)
 
+    @cached_property
+    def choices(self) -> dict[str, str]:  # the option of each config group (optimizer=momentum), dltrain/choices.py
+        return run_choices(self.dir)
+
     @property
     def warnings(self) -> list[str]:
         return list((self.metrics or {}).get("warnings") or [])
@@ -127,6 +133,25 @@ def load_jobs(sweep_dir: str | Path) -> list[Job]:
             metrics = None
         jobs.append(Job(job_dir, [str(o) for o in overrides], metrics))
     return jobs
+
+
+def common_overrides(jobs: list[Job]) -> list[str]:
+    """The override lines every job has (the same key and value), in the first job's order."""
+    return [o for o in jobs[0].overrides if all(o in j.overrides for j in jobs[1:])] if jobs else []
+
+
+def common_choices(jobs: list[Job]) -> dict[str, str]:
+    """{group: option} that every job chose alike (Hydra's choices in .hydra/hydra.yaml)."""
+    if not jobs:
+        return {}
+    first = jobs[0].choices
+    return {g: o for g, o in first.items() if all(j.choices.get(g) == o for j in jobs[1:])}
+
+
+def varying_choices(jobs: list[Job], keys: list[str]) -> list[str]:
+    """Groups whose option differs between jobs though no override of theirs was swept (a preset chose them)."""
+    groups = list(dict.fromkeys(g for j in jobs for g in j.choices))
+    return [g for g in groups if g not in keys and len({j.choices.get(g) for j in jobs}) > 1]
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
@@ -194,9 +219,11 @@ def group_runs(jobs: list[Job], keys: list[str] | None = None) -> list[Group]:
 def rows(jobs: list[Job], keys: list[str] | None = None) -> list[dict[str, Any]]:
     """One dict per run: the swept keys and the result numbers (summary.csv)."""
     keys = swept_keys(jobs) if keys is None else keys
+    chosen = varying_choices(jobs, keys)
     out = []
     for job in jobs:
-        row = {"run": str(job.dir.name), **{k: job.params.get(k, "") for k in keys}}
+        row = {"run": str(job.dir.name), **{k: job.params.get(k, "") for k in keys},
+               **{g: job.choices.get(g, "") for g in chosen}}
         row.update({
             "status": job.status, "best_val_acc": job.best_acc,
             "best_epoch": ((job.metrics or {}).get("best") or {}).get("epoch"),
@@ -227,6 +254,12 @@ def markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], images: list[str
              + ("; runs that differ only in the seed or the fold (data.fold) are shown as mean ± std (n = number of runs)"
                 if seeds else ""),
              ""]
+    # what every run shares: not repeated in the run names (TensorBoard's, the job directories), said once here
+    common = common_overrides(jobs)
+    options = common_choices(jobs)
+    lines += [f"Common to every run: {', '.join(f'`{o}`' for o in common) or 'no override'}", ""]
+    if options:
+        lines += ["Options (Hydra's choices) of every run: " + ", ".join(f"`{g}={o}`" for g, o in options.items()), ""]
     head = ["overrides", "status", "best val/acc", "final val/acc", "final val/loss", "test/acc", "epochs", "wall s"]
     if seeds:
         head.insert(2, "n")
@@ -353,16 +386,21 @@ def plot_curves(path: Path, jobs: list[Job], keys: list[str]) -> bool:
         for job, value in zip(jobs, values):
             c = curves[job.dir]
             name = f"{key}={value}" if key else value
-            legend = name if name not in shown else None
-            shown.add(name)
-            if "val/acc" in c:
-                ax_acc.plot(*zip(*c["val/acc"]), marker="o", ms=3, color=colours[value], label=legend)
+            if "val/acc" in c:  # the first run of a value with a curve names it (one that diverged first has none)
+                ax_acc.plot(*zip(*c["val/acc"]), marker="o", ms=3, color=colours[value],
+                            label=name if name not in shown else None)
+                shown.add(name)
             if "train/loss" in c:
                 steps, losses = zip(*c["train/loss"])
                 finite = [v if math.isfinite(v) else float("nan") for v in losses]
                 smooth = _smooth(finite, max(1, len(finite) // 50))
                 ax_loss.plot(steps, smooth, lw=1, color=colours[value])
                 plotted += [v for v in smooth if math.isfinite(v) and v > 0]
+        for value in dict.fromkeys(values):  # a value none of whose runs has a val/acc curve (all diverged)
+            name = f"{key}={value}" if key else value
+            if name not in shown:
+                ax_acc.plot([], [], marker="x", ls="none", color=colours[value], label=f"{name} (no val/acc)")
+                shown.add(name)
         ax_acc.set(title=f"val/acc per epoch — by {key or 'run'}", xlabel="epoch", ylabel="val/acc")
         ax_loss.set(title=f"train/loss per step (smoothed) — by {key or 'run'}", xlabel="step",
                     ylabel="train/loss", yscale="log")

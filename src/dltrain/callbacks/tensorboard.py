@@ -14,6 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from dltrain.callbacks.base import Callback
 from dltrain.errors import WriteFailed
+from dltrain.choices import current_choices
 
 # The final metrics shown beside the hyper-parameters in TensorBoard's HParams tab.
 HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "best/val_acc")
@@ -39,6 +40,8 @@ def flat_hparams(trainer) -> dict:
     walk("", {k: cfg[k] for k in ("model", "activation", "init", "norm", "regularizer", "augment", "optimizer",
                                    "loss", "scheduler", "data") if k in cfg})
     flat["seed"] = cfg["seed"]
+    # the option names (optimizer=momentum), which the _target_ alone does not tell apart (sgd and momentum)
+    flat.update({group: option for group, option in current_choices(trainer.out_dir).items() if group not in flat})
     for key in ("max_epochs", "precision", "grad_clip", "accumulate_grad_batches"):  # the ones that change results
         if cfg.get("trainer", {}).get(key) is not None:
             flat[f"trainer.{key}"] = cfg["trainer"][key]

@@ -110,7 +110,8 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
         self.problems: list[str] = []
         self.validated: list[str] = []   # digests of the jobs validated here
     def check(self) -> list[str] | None:
-        """Raise ConfigError listing every problem; return the rewritten overrides for a resume, else None."""
+        """Raise ConfigError listing every problem; return the rewritten overrides for a resume, or for a sweep whose
+        job directories are named by the keys that vary only (naming_line), else None."""
         parsed = self.parse(self.raw)
         if parsed is None:
             raise ConfigError(self.problems)
@@ -123,8 +124,10 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
             parsed = self.parse(rewritten)
             if parsed is None:
                 raise ConfigError(self.problems)
-        for combination in self.combinations(parsed):
-            self.check_one(combination, resume)
+        combos = self.combinations(parsed)
+        naming = self.naming_line(combos) if rewritten is None else None  # job dirs: the varying keys only
+        for combination in combos:
+            self.check_one([*combination, *([naming] if naming else [])], resume)
         if self.problems:
             raise ConfigError(list(dict.fromkeys(self.problems)))  # the same mistake once, in order
         known = [d for d in os.environ.get(VALIDATED_ENV, "").split(",") if d]
@@ -134,6 +137,8 @@ class CommandLine(Composition, SweepJobs, RunDirectories, ResumeLine):
             self.keep_hydra_history(Path(self.resume_dir))
         elif resume == "auto":
             self.keep_auto_history()
+        if naming:
+            return [*self.raw, naming]
         return rewritten
 
     def check_one(self, lines: list[str], resume) -> None:

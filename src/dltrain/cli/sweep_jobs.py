@@ -8,6 +8,7 @@ import itertools
 from omegaconf import OmegaConf
 
 MAX_COMBINATIONS = 64          # more than this: each swept value is checked with the others at their first
+EXCLUDE = "hydra.job.config.override_dirname.exclude_keys"
 
 
 class SweepJobs:
@@ -61,3 +62,26 @@ class SweepJobs:
             return []
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
         return self.parse([f"{k}={v}" for k, v in params.items()]) or []
+
+    def naming_line(self, combos: list[list[str]]) -> str | None:
+        """The override that names each job directory (hence each TensorBoard run) by the keys that vary across
+        the sweep only (`init=he,optimizer=adam`): the keys every job sets alike join Hydra's exclude_keys (the
+        sweep report's summary.md lists them once). None when nothing varies, when the command line sets
+        exclude_keys itself, or outside -m."""
+        if not self.multirun or not combos or any(line.split("=", 1)[0].lstrip("+~") == EXCLUDE for line in self.raw):
+            return None
+        values: dict[str, set[str]] = {}
+        for combo in combos:
+            for line in combo:
+                key, _, value = line.partition("=")
+                if not key.lstrip("+~").startswith(("hydra.", "hydra/")):
+                    values.setdefault(key, set()).add(value)
+        common = [key for key, seen in values.items() if len(seen) == 1]
+        if not common or len(common) == len(values):
+            return None
+        try:
+            base = list(OmegaConf.select(self.compose_or_raise(combos[0]), EXCLUDE) or [])
+        except Exception:  # noqa: BLE001 - the jobs' own composition reports it
+            return None
+        keys = ",".join(f"'{key}'" for key in dict.fromkeys(base + common))
+        return f"{EXCLUDE}=[{keys}]"

@@ -13,6 +13,13 @@ class Classifier(nn.Module):
     def __init__(self):
         super().__init__()
         self._init_pairs: list[tuple[nn.Module, nn.Module | None]] = []
+        self.frozen_norms: list[nn.Module] = []  # a frozen backbone's norm layers: always in eval mode (transfer.py)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def init_targets(self):
         """(weight layer, the activation that follows it; None for the classifier) pairs."""

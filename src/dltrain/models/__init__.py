@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import nn

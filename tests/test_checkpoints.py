@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dltrain import Trainer
 from dltrain.callbacks import Callback
@@ -212,8 +213,10 @@ def test_a_failure_during_setup_is_in_train_log_and_metrics(fast_cfg, tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_text("not a checkpoint")
     run = tmp_path / "run"
+    cfg = fast_cfg(output_dir=run)  # validation refuses a corrupt init_from: set it after, to fail in setup
+    OmegaConf.update(cfg, "model.init_from", str(corrupt))
     with pytest.raises(Exception):
-        Trainer(fast_cfg(f"model.init_from={corrupt}", output_dir=run)).fit()
+        Trainer(cfg).fit()
     from tests.conftest import read_metrics
 
     assert read_metrics(run)["status"] == "failed"

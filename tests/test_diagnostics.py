@@ -314,3 +314,16 @@ def test_zero_gradients_from_dead_units_are_the_dead_warning_not_symmetry():
     assert float(model.backbone.block0[0].weight.grad.norm()) == 0
     assert any(k.startswith("dead units") for k in kinds(diag))
     assert not any(k.startswith("symmetry") for k in kinds(diag)), diag.warnings
+
+
+def test_zero_gradient_norms_from_activations_that_vanished_are_vanishing_not_symmetry():
+    """The must-show's init=normal at depth 30 (ReLU), step 1: act_std falls from 0.17 to 3.7e-29 and every
+    hidden grad_norm reads 0 (the squares of gradients ~1e-30 underflow in the norm), with distinct units.
+    That is the vanishing-activations warning, not symmetry."""
+    names = [f"block{i}" for i in range(30)]
+    scalars = {f"diag/{n}/grad_norm": 0.0 for n in names}
+    scalars.update({"diag/head/grad_norm": 2e-3, "diag/block0/act_std": 0.17, "diag/block29/act_std": 3.7e-29})
+    scalars.update({f"diag/{n}/dead_frac": 0.4 for n in names})
+    found = health_warnings(scalars, [*names, "head"], names, spreads={n: 1.0 for n in names})
+    kinds_found = {k for k, _, _ in found}
+    assert "vanishing_acts" in kinds_found and "symmetry" not in kinds_found, found

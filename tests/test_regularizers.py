@@ -14,12 +14,12 @@ from dltrain.nn.regularizers import DropConnectLinear, DropPath, GaussianNoise
 from dltrain.optim import split_parameters
 
 OFF = {"l1": 0.0, "l2": 0.0, "dropout": 0.0, "dropconnect": 0.0, "drop_path": 0.0, "label_smoothing": 0.0,
-       "input_noise": 0.0, "early_stopping": {"patience": None, "monitor": "val/loss", "mode": "min"}}
+       "input_noise": 0.0, "weight_noise": 0.0, "early_stopping": {"patience": None, "monitor": "val/loss", "mode": "min"}}
 # option → what its file holds: only its own keys (everything else keeps train.yaml's OFF values)
 SETS = {"none": {}, "l1": {"l1": 1e-5}, "l2": {"l2": 5e-4}, "dropout": {"dropout": 0.2},
         "dropconnect": {"dropconnect": 0.3}, "drop_path": {"drop_path": 0.1},
         "label_smoothing": {"label_smoothing": 0.1}, "input_noise": {"input_noise": 0.1},
-        "early_stopping": {"early_stopping": {"patience": 5}}}
+        "weight_noise": {"weight_noise": 0.01}, "early_stopping": {"early_stopping": {"patience": 5}}}
 
 
 @functools.lru_cache(maxsize=None)

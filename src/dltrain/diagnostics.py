@@ -165,13 +165,14 @@ def histograms(tensors: list[torch.Tensor]) -> list[dict | None]:
 
 
 def symmetry_warnings(grads: list[tuple[str, float]], spreads: dict[str, float], hidden: list[str],
-                      all_dead: bool = False) -> list[tuple[str, str, str]]:
+                      explained: bool = False) -> list[tuple[str, str, str]]:
     """A hidden layer whose units are identical (unit_spread ≈ 0), or every hidden layer's gradient exactly 0
-    (unless a layer of dead units explains that: then the `dead` warning says so)."""
+    unless that is `explained` otherwise (a layer of dead units, or activations that vanished to underflow:
+    the `dead` and `vanishing_acts` warnings say so)."""
     found = [("symmetry", n, f"{n}: all its units have the same weights (unit spread {spreads[n]:.2g})")
              for n in hidden if spreads.get(n) is not None and spreads[n] < SYMMETRY_SPREAD]
     hidden_grads = [g for n, g in grads if n in hidden]
-    if not found and not all_dead and hidden_grads and all(g == 0 for g in hidden_grads):
+    if not found and not explained and hidden_grads and all(g == 0 for g in hidden_grads):
         found.append(("symmetry", hidden[0], f"every hidden layer's grad_norm is 0 ({len(hidden_grads)} layers)"))
     return found
 
@@ -185,8 +186,11 @@ def health_warnings(scalars: dict[str, float], weight_names: list[str],
     found = []
     grads = [(n, scalars.get(f"diag/{n}/grad_norm")) for n in weight_names]
     grads = [(n, g) for n, g in grads if g is not None]
+    stds = [(n, scalars.get(f"diag/{n}/act_std")) for n in act_names]
+    stds = [(n, v) for n, v in stds if v is not None and math.isfinite(v)]
+    acts_vanish = len(stds) >= 2 and stds[0][1] > 0 and stds[-1][1] / stds[0][1] < ACT_STD_RATIO[0]
     all_dead = any(scalars.get(f"diag/{a}/dead_frac") == 1.0 for a in act_names)
-    symmetric = symmetry_warnings(grads, spreads or {}, list(weight_names[:-1]), all_dead)
+    symmetric = symmetry_warnings(grads, spreads or {}, list(weight_names[:-1]), all_dead or acts_vanish)
     found += symmetric
     for name, g in grads:
         if not math.isfinite(g) or g > EXPLODING_NORM:
@@ -203,8 +207,6 @@ def health_warnings(scalars: dict[str, float], weight_names: list[str],
             elif ratio > EXPLODING_RATIO:
                 found.append(("exploding", first, f"{first} grad_norm={g0:.3g} is {ratio:.2g}x {last}'s {g1:.3g} "
                                                   f"(> {EXPLODING_RATIO:g}x)"))
-    stds = [(n, scalars.get(f"diag/{n}/act_std")) for n in act_names]
-    stds = [(n, v) for n, v in stds if v is not None and math.isfinite(v)]
     if len(stds) >= 2 and stds[0][1] > 0:
         (first, s0), (last, s1) = stds[0], stds[-1]
         ratio = s1 / s0

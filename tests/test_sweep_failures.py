@@ -35,8 +35,9 @@ def test_a_sweep_goes_on_past_a_diverging_and_a_failing_job(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
     found = jobs(tmp_path / "outputs" / "sweep")
     statuses = {name: read_metrics(path)["status"] for name, path in found.items()}
-    good = next(n for n in statuses if "init_from=null" in n and "lr=0.1," in n)
-    nan = next(n for n in statuses if "init_from=null" in n and "lr=1000000.0" in n)
+    # job names are the swept keys only (init_from, lr), in Hydra's sorted order
+    good = next(n for n in statuses if n.split(",") == ["model.init_from=null", "optimizer.lr=0.1"])
+    nan = next(n for n in statuses if n.split(",") == ["model.init_from=null", "optimizer.lr=1000000.0"])
     failed = sorted(n for n in statuses if "corrupt" in n)
     assert statuses[good] == "completed" and statuses[nan] == "diverged" and len(failed) == 2
     assert all(statuses[n] == "failed" for n in failed)

@@ -40,7 +40,7 @@ class FusedGroup:
     """`FusedGroup(trainers).fit()` → each member's result (metrics.json), in order.
 
     `trainers` are constructed but not started (Trainer(cfg, overrides)); their configs share one structure
-    (grouping.py). `unsupported()` says why they cannot be fused, before anything is written."""
+    and each can be fused (grouping.py says which cannot, and why, before anything is written)."""
 
     def __init__(self, trainers):
         self.members = trainers

@@ -40,7 +40,7 @@ class FusedGroup:
     """`FusedGroup(trainers).fit()` → each member's result (metrics.json), in order.
 
     `trainers` are constructed but not started (Trainer(cfg, overrides)); their configs share one structure
-    (grouping.py). `unsupported()` says why they cannot be fused, before anything is written."""
+    and each can be fused (grouping.py says which cannot, and why, before anything is written)."""
 
     def __init__(self, trainers):
         self.members = trainers
@@ -83,6 +83,7 @@ class FusedGroup:
         self.batched_loss = torch.func.vmap(lead.loss_fn) if same_loss else None
         self.batched_metrics = {name: torch.func.vmap(fn) for name, fn in lead.metric_fns.items()}
         torch.manual_seed(int(lead.cfg.seed))  # the group's dropout masks (vmap draws them per member)
+        self._mask_of = None
 
     def per_member(self, value) -> torch.Tensor:
         p = next(iter(self.model.params.values()))
@@ -260,10 +261,12 @@ class FusedGroup:
         model.zero_grad()
         logits = model(x)
         losses = self.losses(logits, y)
-        active = torch.zeros(len(self.members), dtype=torch.bool, device=losses.device)
-        active[self.active] = True
+        if self._mask_of != self.active:  # rebuilt when a member ends, not every step (a host→device copy)
+            self._mask = torch.zeros(len(self.members), dtype=torch.bool)
+            self._mask[self.active] = True
+            self._mask, self._mask_of = self._mask.to(losses.device), list(self.active)
         # Each member's gradient is the gradient of its own mean loss; ended members contribute nothing.
-        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+        torch.where(self._mask, losses, torch.zeros_like(losses)).sum().backward()
         self.penalties_and_clipping()
         self.optimizer.step()
         return losses.detach(), logits.detach()

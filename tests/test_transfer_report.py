@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from dltrain import Trainer, build_model
+from dltrain.errors import ConfigError
 from dltrain.models.transfer import TransferError
 from tests.conftest import FAST, run_cli
 
@@ -70,10 +72,17 @@ def test_the_load_is_reported_in_train_log(fast_cfg, tmp_path, one_thread):
 
 def test_a_checkpoint_of_which_nothing_fits_is_refused_before_training(fast_cfg, tmp_path, one_thread):
     torch.save({"model": {"conv.weight": torch.zeros(3, 3)}}, tmp_path / "other.pt")
-    cfg = fast_cfg(f"model.init_from={tmp_path / 'other.pt'}", *SHORT, output_dir=tmp_path / "run")
+    message = "no tensor of the checkpoint fits this model; 0 tensors loaded; 1 skipped, not in the model: conv.weight"
+    # the config check refuses it (on the meta-device model), before any run directory exists ...
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(f"model.init_from={tmp_path / 'other.pt'}", *SHORT, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # ... and so does the model's own build, for a config that reached it unchecked
+    cfg = fast_cfg(*SHORT, output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.model.init_from = str(tmp_path / "other.pt")
     trainer = Trainer(cfg)
-    with pytest.raises(TransferError, match="no tensor of the checkpoint fits this model; 0 tensors loaded; "
-                                            "1 skipped, not in the model: conv.weight"):
+    with pytest.raises(TransferError, match=message):
         trainer.fit()
     assert trainer.state.step == 0 and trainer.state.status == "failed"
 

@@ -64,6 +64,7 @@ def main() -> None:
 
     # Every mistake on the command line, reported together, before any data is loaded or directory made;
     # resume=<run dir> becomes that run's own overrides plus hydra.run.dir=<run dir>.
+    FAILED_JOBS.clear()  # module state: a caller running main() twice in one process starts from none
     sys.argv = check_command_line(sys.argv)
 
     if env_rank() > 0:

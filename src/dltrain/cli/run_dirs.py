@@ -43,6 +43,9 @@ class RunDirectories:
                                      f"{key}; name it: {key}=<its directory>")
                 return
             self.check_auto_resume(job, cfg)
+        elif resume is None and (pid := runlock.running(job)) is not None and not runlock.holds(job):
+            # a live process is writing it (started a moment before this one): say that, not "holds a run"
+            raise runlock.RunLocked(job.resolve(), pid if pid != "?" else None, f"{key}={root}")
         elif resume is None and any((job / name).exists() for name in RUN_FILES):
             what = "job" if self.multirun else "run"
             self.problems.append(f"{key}={root}: {job} already holds a {what}; a new run never writes into "

@@ -251,3 +251,22 @@ def test_a_chunk_holds_what_fits_and_at_most_max_members(fast_cfg, tmp_path, mon
     assert capacity.chunk_size(cfg, 64, cpu, 1.0, 3)[0] == 3         # hydra.launcher.max_members
     assert capacity.chunk_size(cfg, 4, cpu, 1.0, None)[0] == 4       # never more than the group
     assert capacity.chunk_size(cfg, 4, cpu, 0.01, None)[0] == 1      # at least one
+
+
+def test_a_members_test_numbers_are_those_of_its_best_weights_as_in_its_own_run(fast_cfg, tmp_path, one_thread,
+                                                                              float64):
+    # lr high enough that validation accuracy wobbles: some member's best epoch is not its last, so its test/*
+    # must come from that epoch's weights (trainer.test_checkpoint=best), not from the group's final pass
+    common = ["optimizer=momentum", "trainer.max_epochs=4", "trainer.limit_train_batches=6", "optimizer.lr=0.8",
+              "trainer.diagnostics_every_n_steps=0", "logger=none"]
+    variants = [[f"seed={seed}"] for seed in range(4)]
+    cfgs = {tag: [fast_cfg(*common, *v, output_dir=tmp_path / tag / f"m{k}") for k, v in enumerate(variants)]
+            for tag in ("plain", "fused")}
+    _, plain = ordinary(cfgs["plain"])
+    _, fused_results = fused(cfgs["fused"])
+    assert any(r["best"]["epoch"] < r["epochs"] for r in plain), [r["best"]["epoch"] for r in plain]
+    for f, p in zip(fused_results, plain):
+        assert f["test_checkpoint"] == p["test_checkpoint"] == "best"
+        assert f["best"]["epoch"] == p["best"]["epoch"]
+        assert abs(f["test"]["test/loss"] - p["test"]["test/loss"]) < 1e-6
+        assert f["test"]["test/acc"] == p["test"]["test/acc"]

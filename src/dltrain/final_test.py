@@ -79,6 +79,11 @@ def run_test(trainer) -> tuple[dict, str]:
     return metrics, which
 
 
+def tests_current_weights(trainer) -> bool:
+    """Whether run_test will test the weights the model has now (last, or a best epoch that is the last one)."""
+    return str(trainer.t.test_checkpoint) == "last" or trainer.state.best.get("epoch") in (None, trainer.state.epoch)
+
+
 @torch.no_grad()
 def keep_if_best(trainer) -> None:
     """After update_best: a copy of the weights of an improved epoch (what best.pt holds)."""

@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from dltrain import final_test
 from dltrain.callbacks import Diagnostics, ProgressBar
 from dltrain.callbacks.runlog import RunLog
 from dltrain.errors import Diverged, Pruned, one_line
@@ -193,10 +194,13 @@ class FusedGroup:
             if stop or t.state.epoch >= t.max_epochs or t.state.step >= t.max_steps:
                 finishing.append(m)
         if finishing:
-            test = self.evaluate(lead.data.test, "test", lead.length.test_batches)
+            # The group's one pass tests the weights the members end with: right for a member whose test weights
+            # are those (final_test.tests_current_weights); any other tests its best epoch's weights on its own.
+            current = [m for m in finishing if final_test.tests_current_weights(self.members[m])]
+            test = self.evaluate(lead.data.test, "test", lead.length.test_batches) if current else None
             for m in finishing:
                 t = self.members[m]
-                with self.logging_of(t), self.evaluated(t, {"test": test[m]}):
+                with self.logging_of(t), self.evaluated(t, {"test": test[m]} if m in current else None):
                     t.conclude()
                 self.end(m)
         self.optimizer.refresh()  # per-epoch schedules have stepped

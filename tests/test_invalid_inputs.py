@@ -164,7 +164,7 @@ TRAIN_ROWS = [
     (["model.init_from={made}/corrupt.pt", SYN], ["model.init_from=", "corrupt.pt", "not a dltrain checkpoint"]),
     (["model.init_from={made}/truncated.pt", SYN], ["model.init_from=", "not a dltrain checkpoint"]),
     (["model.init_from={made}/no_model.pt", SYN], ["model.init_from=", "not a dltrain checkpoint"]),
-    (["model.init_from={made}/other_arch.pt", SYN], ["model.init_from=", "another architecture"]),
+    (["model.init_from={made}/other_arch.pt", SYN], ["model.init_from=", "no tensor of the checkpoint fits"]),
     (["model.init_from={made}", SYN], ["model.init_from="]),
     (["model.init_from=no/such.pt", SYN], ["model.init_from=no/such.pt"]),
     # data that is not there

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from hydra_plugins.dltrain_search import _space  # noqa: E402
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.distributions import (  # noqa: E402
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from dltrain import study as dstudy  # noqa: E402
 from dltrain.analysis import search_report  # noqa: E402
 from dltrain.callbacks.base import Callback  # noqa: E402
 from dltrain.callbacks.pruning import ReportToTrial  # noqa: E402
 from dltrain.errors import Pruned  # noqa: E402
+from hydra_plugins.dltrain_search import _space  # noqa: E402
 
 
 # -- the search space -------------------------------------------------------------------------------------
@@ -206,3 +211,21 @@ def test_the_report_shows_the_best_trial_the_pruned_ones_with_their_epoch_and_th
     assert math.isclose(sum(shares), 1.0, abs_tol=0.01)
     assert search_report.plots(tmp_path) == ["optuna_history.png", "optuna_params.png"]
     assert (tmp_path / "optuna_params.png").stat().st_size > 1000
+
+
+def test_a_stop_signal_while_a_trial_is_asked_for_arrives_after_its_worker_is_recorded(monkeypatch):
+    """Killed between ask and set_user_attr, a trial would stay RUNNING naming no worker: resume=auto could
+    never take it over (seen in CI: trial 3 RUNNING with no attributes). The signal waits for the pair."""
+    import signal
+
+    from hydra_plugins.dltrain_search.optuna_sweeper import signals_held
+
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: got.append("delivered"))
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            got.append("inside")
+        assert got == ["inside", "delivered"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

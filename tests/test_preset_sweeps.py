@@ -42,7 +42,13 @@ def test_every_job_of_a_presets_sweep_composes(preset, tmp_path):
     params = sweep_params(preset)
     given = []
     if preset == "transfer":  # it fine-tunes a checkpoint: a frozen backbone without one is refused (validation)
-        (tmp_path / "stage1.pt").write_bytes(b"")
+        # (the check reads it on the meta-device model: a checkpoint of the preset's own model, as stage 1 writes)
+        import torch
+
+        from dltrain import build_model
+
+        unfrozen = compose_config(["+experiment=transfer", "model.freeze_backbone=false"], output_dir=tmp_path)
+        torch.save({"model": build_model(unfrozen).state_dict()}, tmp_path / "stage1.pt")
         given = [f"model.init_from={tmp_path / 'stage1.pt'}"]
     for job in jobs(params) if params else [[]]:
         cfg = compose_config([f"+experiment={preset}", *given, *job], output_dir=tmp_path)

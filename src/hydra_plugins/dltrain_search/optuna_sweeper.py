@@ -29,10 +29,12 @@ Importing this module is cheap (Hydra imports every plugin module at start-up): 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -77,9 +79,8 @@ class OptunaSweeper(Sweeper):
 
     # -- the sweep -----------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from hydra_plugins.dltrain_search import _space as search_space
-
         from dltrain.study import storage_url
+        from hydra_plugins.dltrain_search import _space as search_space
 
         try:
             space = search_space.parse([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
@@ -157,10 +158,9 @@ class OptunaSweeper(Sweeper):
         """The run's config with the fixed overrides must compose and log the objective; every searched key must
         exist; each choice and both ends of each range, composed as a trial would be (the other parameters at
         their first value), must pass the run's own validation."""
-        from hydra_plugins.dltrain_search._space import representative_values
-
         from dltrain.validation import validate
         from dltrain.value_rules import epoch_tags
+        from hydra_plugins.dltrain_search._space import representative_values
 
         base, problems = self.compose(list(space.fixed.values()))
         if base is None:
@@ -257,8 +257,11 @@ class OptunaSweeper(Sweeper):
 
         if len(self.real_trials(study)) >= self.n_trials:
             return None
-        trial = study.ask(space.distributions)
-        trial.set_user_attr("dltrain", {"sweep_dir": str(self.sweep_dir), "worker": self.worker.name})
+        # A stop signal between ask and set_user_attr would leave a RUNNING trial that names no worker, which
+        # resume=auto could never tell from another worker's: the two happen as one, the signal just after.
+        with signals_held():
+            trial = study.ask(space.distributions)
+            trial.set_user_attr("dltrain", {"sweep_dir": str(self.sweep_dir), "worker": self.worker.name})
         # numbers are given out in order, atomically: of two workers that asked at once, the later number yields
         if len(self.real_trials(study, below=trial.number)) >= self.n_trials:
             trial.set_user_attr(SURPLUS, True)
@@ -385,3 +388,14 @@ class Worker:
     def release(self) -> None:
         self.file.close()
         (self.dir / f"{self.name}.lock").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGTERM, SIGINT and SIGUSR1 arriving inside the block are delivered when it ends."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -12,7 +12,6 @@ import torch
 from dltrain import Trainer
 from dltrain.callbacks import Callback, default_callbacks
 from dltrain.callbacks.early_stopping import EarlyStopping
-from dltrain.callbacks.ema import EMA
 
 SHORT = ("trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "optimizer.lr=0.3",
          "trainer.diagnostics_every_n_steps=0", "logger=none")

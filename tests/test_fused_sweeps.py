@@ -1,5 +1,5 @@
 """`+launcher=fused` and `+launcher=cpu_parallel` end to end through the real CLI: fused members write what
-ordinary runs write (DESIGN §5 layout, tags, metrics.json, checkpoints), a mixed sweep makes two groups, the
+ordinary runs write (docs/contract.md: layout, tags, metrics.json, checkpoints), a mixed sweep makes two groups, the
 CPU probe's figures are logged, and the CPU fallbacks run the jobs side by side with the cores split."""
 from __future__ import annotations
 

@@ -31,16 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    args, runs, argv_runs = {"checkpoint": "best", "split": "test"}, [], []
+    args, given_runs = {"checkpoint": "best", "split": "test"}, []
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
             return fail(f"unknown argument {item!r}\n{USAGE}")
         if key == "run":
-            runs.append(Path(value))
-            argv_runs.append(value)
+            given_runs.append(value)
         else:
             args[key] = value
+    runs = [Path(value) for value in given_runs]
     ensemble = args.get("ensemble")
     sweep = Path(ensemble) if ensemble not in (None, "snapshots") else None
     if sweep is not None and not sweep.is_dir():
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs and sweep is None:
         print(USAGE, file=sys.stderr)
         return 2
-    for given, run in zip(argv_runs, runs):
+    for given, run in zip(given_runs, runs):
         if not given or not (run / ".hydra" / "config.yaml").is_file():
             return fail(f"run={given}: no .hydra/config.yaml there: not a dltrain run directory")
     if args["split"] not in ("test", "val"):

@@ -77,6 +77,35 @@ def test_a_job_another_process_is_running_is_running_not_failed_and_a_killed_one
     assert "1 completed, 2 failed" in err and failed == ["1", "2"]
 
 
+def test_a_job_whose_worker_has_not_taken_its_lock_yet_is_running_not_failed(tmp_path, capsys):
+    # Hydra writes a job's .hydra/ a moment before the job takes its lock: another worker's sweep end that looks
+    # in that moment must not call it failed
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from dltrain import runlock
+        print("ready", flush=True)
+        sys.stdin.readline()
+        time.sleep(0.3)
+        runlock.acquire({str(job)!r})
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        import dltrain.cli.sweep_end  # noqa: F401 - imported now, so the check below looks within the 0.3 s
+        make_job(sweep, "0", None)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        err, failed = sweep_end(sweep, capsys)  # looks before the lock is taken
+        assert "1 running" in err and failed == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_the_lock_is_refused_while_held_and_free_once_its_holder_is_killed(tmp_path):
     from dltrain import runlock
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -24,6 +25,28 @@ log = logging.getLogger("dltrain")
 
 FAILED_JOBS: list[str] = []   # filled when a sweep ends; read by cli.main for the exit code
 OK = ("completed", "stopped_early", "pruned")   # pruned: a search stopped a hopeless trial, a result
+# A job of another worker takes its lock a moment after Hydra wrote its .hydra/: a job that new, unlocked and
+# without metrics.json is watched this long for its lock before it is called failed.
+STARTING_S = 10.0
+WATCH_S = 2.0
+
+
+def _holder(job: Path) -> str | None:
+    """The pid of the live process writing `job`, waiting out the moment between Hydra's .hydra/ and the lock."""
+    pid = runlock.running(job)
+    if pid is not None or (job / "metrics.json").exists():
+        return pid
+    try:
+        age = time.time() - (job / ".hydra").stat().st_mtime
+    except OSError:
+        return None
+    deadline = time.monotonic() + (WATCH_S if age < STARTING_S else 0.0)
+    while time.monotonic() < deadline and not (job / "metrics.json").exists():
+        time.sleep(0.05)
+        pid = runlock.running(job)
+        if pid is not None:
+            return pid
+    return None
 
 
 def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:
@@ -33,7 +56,7 @@ def job_outcomes(sweep_dir: Path) -> list[tuple[str, str, dict]]:
     # rglob: an override value with a '/' (a path) makes Hydra nest the job directory
     jobs = sorted({p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir() and p.parent != sweep_dir})
     for job in jobs:
-        pid = runlock.running(job)
+        pid = _holder(job)
         if pid is not None:  # another process (a search's other worker) is still writing it
             rows.append((str(job.relative_to(sweep_dir)), "running", {"error": f"still running in process {pid}"}))
             continue

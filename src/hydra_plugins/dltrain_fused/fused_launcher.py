@@ -219,8 +219,11 @@ class FusedLauncher(Launcher):
         from dltrain.fused.group import FusedGroup
         from dltrain.trainer import Trainer
 
+        trainers = []
+        for i in chunk:  # each member's callbacks from its own Hydra config: a search's trial number and storage
+            HydraConfig.instance().set_config(sweep_configs[i])  # (callbacks/pruning.py reads them there)
+            trainers.append(Trainer(jobs[i][0], overrides=jobs[i][1]))
         HydraConfig.instance().set_config(sweep_configs[chunk[0]])
-        trainers = [Trainer(jobs[i][0], overrides=jobs[i][1]) for i in chunk]
         group = FusedGroup(trainers)
         self.say(f"training jobs #{', #'.join(map(str, chunk))} as one stacked model")
         try:

@@ -141,3 +141,85 @@ def test_the_sweeper_tells_the_study_each_members_ending(fast_cfg, tmp_path, one
     assert states == ["COMPLETE", "PRUNED", "COMPLETE"]
     assert [trials[n].value for n in (numbers[0], numbers[2])] == [values[0], values[2]]
     assert all(trials[n].user_attrs["dltrain"]["job_dir"] == str(d) for n, d in zip(numbers, dirs))
+
+
+def test_resume_auto_with_nothing_to_continue_is_fusible_and_with_a_result_or_last_pt_is_not(fast_cfg, tmp_path):
+    from dltrain.fused.grouping import group_jobs
+    from hydra_plugins.dltrain_fused.fused_launcher import _as_grouped
+
+    dirs = {name: tmp_path / name for name in ("fresh0", "fresh1", "finished", "started")}
+    for d in dirs.values():
+        (d / "checkpoints").mkdir(parents=True)
+    (dirs["finished"] / "metrics.json").write_text('{"status": "completed"}')
+    (dirs["started"] / "checkpoints" / "last.pt").write_bytes(b"")
+    cfgs = [fast_cfg("resume=auto", f"seed={k}", output_dir=d) for k, d in enumerate(dirs.values())]
+    groups, alone = group_jobs([_as_grouped(cfg) for cfg in cfgs])
+    assert groups == [[0, 1]] and set(alone) == {2, 3} and all("resume=auto" in r for r in alone.values())
+    assert all(cfg.resume == "auto" for cfg in cfgs)   # the jobs themselves keep their resume=auto
+
+
+# -- through the real CLI ---------------------------------------------------------------------------------------
+TINY = ["data=synthetic", "model.width=32", "trainer.progress_bar=false", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.diagnostics_every_n_steps=0", "logger=none",
+        "++hydra.callbacks.report.plots=false"]
+FUSED_SEARCH = ["-m", "hparams_search=optuna", "+launcher=fused", "hydra.launcher.cpu=fuse", "data.batch_size=64",
+                "hydra.sweeper.n_jobs=2", *TINY]
+
+
+def trial_dirs(sweep) -> dict[int, object]:
+    dirs = {}
+    for path in sweep.glob("trial=*"):
+        number = int(path.name.split(",", 1)[0].split("=", 1)[1])
+        assert number not in dirs, f"trial {number} has two run directories"
+        dirs[number] = path
+    return dirs
+
+
+def assert_told_as_ordinary_trials(sweep, n: int) -> dict:
+    """Every trial of the study ran once, in its own directory, and the study holds what its run says."""
+    study = optuna.load_study(study_name="dltrain", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    trials = [t for t in study.get_trials() if not t.user_attrs.get("dltrain_surplus")]
+    dirs = trial_dirs(sweep)
+    assert sorted(t.number for t in trials) == sorted(dirs) and len(dirs) == n
+    for t in trials:
+        run = read_metrics(dirs[t.number])
+        assert run["trial"]["number"] == t.number
+        assert f"optimizer.lr={t.params['optimizer.lr']!r}" in run["overrides"]
+        assert t.intermediate_values == best_so_far(dirs[t.number])
+        assert (t.state.name, run["status"]) in {("COMPLETE", "completed"), ("PRUNED", "pruned")}
+        if t.state.name == "COMPLETE":
+            assert t.value == run["best"]["val/acc"]
+    return {t.number: t for t in trials}
+
+
+@pytest.mark.slow
+def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.sweep_helpers import PROBE, probe_env
+
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, str(ROOT / "train.py"), *FUSED_SEARCH, "hydra.sweeper.n_trials=6", "trainer.max_epochs=3",
+            "hydra.sweeper.pruner=successive_halving", "+hydra.sweeper.pruner_args.reduction_factor=2",
+            "+hydra.sweeper.pruner_args.min_resource=1", f"hydra.sweep.dir={sweep}", PROBE]
+    workers = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**__import__("os").environ, **probe_env()}) for _ in range(2)]
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = assert_told_as_ordinary_trials(sweep, 6)
+    dirs = trial_dirs(sweep)
+    # each worker trained its batches of two trials as one stacked model, in its own process
+    assert all("as one stacked model" in out for out in outputs), outputs
+    by_pid = {}
+    for number, d in dirs.items():
+        by_pid.setdefault((d / "pid").read_text(), []).append(number)
+    assert set(by_pid) == {str(w.pid) for w in workers}
+    assert {t.user_attrs["dltrain"]["worker"].rsplit("-", 1)[1] for t in trials.values()} == set(by_pid)
+    # the end-of-sweep check and the report see every member as a run: the worker that ends last sees all six ended
+    ends = [line for out in outputs for line in out.splitlines() if line.startswith(f"dltrain: sweep {sweep}: ")]
+    counts = [dict((s.split()[1], int(s.split()[0])) for s in line.split(": ", 2)[2].split(", ")) for line in ends]
+    assert any(set(c) <= {"completed", "pruned"} and sum(c.values()) == 6 for c in counts), ends
+    summary = (sweep / "summary.md").read_text()
+    assert "6 runs" in summary and "6 of 6 trials" in summary

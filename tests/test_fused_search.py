@@ -166,6 +166,9 @@ FUSED_SEARCH = ["-m", "hparams_search=optuna", "+launcher=fused", "hydra.launche
                 "hydra.sweeper.n_jobs=2", *TINY]
 
 
+LOCK_PROBE = "+hydra.callbacks.lockprobe._target_=tests.fused_search_helpers.LockProbe"
+
+
 def trial_dirs(sweep) -> dict[int, object]:
     dirs = {}
     for path in sweep.glob("trial=*"):
@@ -203,7 +206,7 @@ def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path)
     sweep = tmp_path / "sweep"
     args = [sys.executable, str(ROOT / "train.py"), *FUSED_SEARCH, "hydra.sweeper.n_trials=6", "trainer.max_epochs=3",
             "hydra.sweeper.pruner=successive_halving", "+hydra.sweeper.pruner_args.reduction_factor=2",
-            "+hydra.sweeper.pruner_args.min_resource=1", f"hydra.sweep.dir={sweep}", PROBE]
+            "+hydra.sweeper.pruner_args.min_resource=1", f"hydra.sweep.dir={sweep}", PROBE, LOCK_PROBE]
     workers = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**__import__("os").environ, **probe_env()}) for _ in range(2)]
     outputs = [w.communicate(timeout=400)[0] for w in workers]
@@ -216,6 +219,8 @@ def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path)
     for number, d in dirs.items():
         by_pid.setdefault((d / "pid").read_text(), []).append(number)
     assert set(by_pid) == {str(w.pid) for w in workers}
+    # a prepared member holds its directory's lock before any member trains: never "failed" to the other worker
+    assert {(d / "locked_at_prepare").read_text() for d in dirs.values()} == {"yes"}
     assert {t.user_attrs["dltrain"]["worker"].rsplit("-", 1)[1] for t in trials.values()} == set(by_pid)
     # the end-of-sweep check and the report see every member as a run: the worker that ends last sees all six ended
     ends = [line for out in outputs for line in out.splitlines() if line.startswith(f"dltrain: sweep {sweep}: ")]
@@ -223,3 +228,44 @@ def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path)
     assert any(set(c) <= {"completed", "pruned"} and sum(c.values()) == 6 for c in counts), ends
     summary = (sweep / "summary.md").read_text()
     assert "6 runs" in summary and "6 of 6 trials" in summary
+
+
+@pytest.mark.slow
+def test_a_killed_fused_search_resumes_and_never_repeats_a_trial(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, run_cli
+
+    sweep = tmp_path / "sweep"
+    # epochs of 20 batches: long enough to be killed inside one
+    args = [*FUSED_SEARCH, "hydra.sweeper.n_trials=6", "trainer.max_epochs=3", "trainer.limit_train_batches=20",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline, done, midway = time.monotonic() + 240, [], []
+    # killed while the second fused batch trains: its members have a last.pt and no result yet
+    while not (len(done) >= 2 and midway) and proc.poll() is None and time.monotonic() < deadline:
+        done = [p.parent for p in sweep.glob("trial=*/metrics.json") if read_metrics(p.parent)["status"] == "completed"]
+        midway = [p.parents[1] for p in sweep.glob("trial=*/checkpoints/last.pt")
+                  if not (p.parents[1] / "metrics.json").exists()]
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the search ended before it could be killed:\n{proc.stderr.read()}"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    before = {p: (p / "metrics.json").read_bytes() for p in done}
+
+    resumed = run_cli([*args, "resume=auto"], cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    trials = assert_told_as_ordinary_trials(sweep, 6)
+    assert {t.state.name for t in trials.values()} == {"COMPLETE"}
+    for p, content in before.items():   # the completed trials were kept as they were, not run again
+        assert (p / "metrics.json").read_bytes() == content
+        assert (p / "train.log").read_text().count("summary") == 1
+    for p in midway:   # a member killed inside its run continues from its last.pt, as an ordinary run would
+        assert f"resumed from {p / 'checkpoints' / 'last.pt'}" in (p / "train.log").read_text()
+    # the trials started after the resume (resume=auto, nothing to continue) are fused as any new trials
+    assert "as one stacked model" in resumed.stdout + resumed.stderr

@@ -139,6 +139,9 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("fused launcher: preparing %d jobs", len(job_overrides))
+        if len(job_overrides) == 1 and self.config.hydra.sweeper.get("n_jobs") == 1:  # a search, one trial a batch
+            log.warning("fused launcher: hydra.sweeper.n_jobs=1 hands over one trial at a time, so nothing is fused; "
+                        "hydra.sweeper.n_jobs=<N> hands over N trials at once, fused when their structure is the same")
         self.job_overrides, self.initial_job_idx = job_overrides, initial_job_idx
         returns, sweep_configs = [], []
         for idx, overrides in enumerate(job_overrides):

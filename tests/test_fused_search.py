@@ -1,8 +1,8 @@
 """A search's trials trained as one fused group (`hparams_search=… +launcher=fused`), in process: each member
 reports to its own trial through the study's storage, a member the pruner stops ends alone (status pruned, its
 slice no longer updated) while the others train on exactly as without it, and the sweeper tells the study each
-member's ending as it tells an ordinary trial's. The real CLI, a second worker and resume=auto: test_search.py's
-fused tests."""
+member's ending as it tells an ordinary trial's. Through the real CLI (slow): two fused workers sharing one study,
+and a killed fused search continued with resume=auto."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import read_metrics, read_scalars
+from tests.test_search import trial_dirs
 
 optuna = pytest.importorskip("optuna")
 
@@ -167,15 +168,6 @@ FUSED_SEARCH = ["-m", "hparams_search=optuna", "+launcher=fused", "hydra.launche
 
 
 LOCK_PROBE = "+hydra.callbacks.lockprobe._target_=tests.fused_search_helpers.LockProbe"
-
-
-def trial_dirs(sweep) -> dict[int, object]:
-    dirs = {}
-    for path in sweep.glob("trial=*"):
-        number = int(path.name.split(",", 1)[0].split("=", 1)[1])
-        assert number not in dirs, f"trial {number} has two run directories"
-        dirs[number] = path
-    return dirs
 
 
 def assert_told_as_ordinary_trials(sweep, n: int) -> dict:

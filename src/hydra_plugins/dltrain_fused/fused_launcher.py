@@ -129,6 +129,7 @@ class FusedLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.warned = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
@@ -139,7 +140,8 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("fused launcher: preparing %d jobs", len(job_overrides))
-        if len(job_overrides) == 1 and self.config.hydra.sweeper.get("n_jobs") == 1:  # a search, one trial a batch
+        if len(job_overrides) == 1 and self.config.hydra.sweeper.get("n_jobs") == 1 and not self.warned:
+            self.warned = True  # once: a search with n_jobs=1 hands over every trial alone
             log.warning("fused launcher: hydra.sweeper.n_jobs=1 hands over one trial at a time, so nothing is fused; "
                         "hydra.sweeper.n_jobs=<N> hands over N trials at once, fused when their structure is the same")
         self.job_overrides, self.initial_job_idx = job_overrides, initial_job_idx

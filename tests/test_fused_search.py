@@ -56,7 +56,7 @@ def sweep_config(cfg, number: int, url: str, pruner: str):
     return whole
 
 
-def launch(fast_cfg, out, pruner: str, monkeypatch):
+def launch(fast_cfg, out, pruner: str, monkeypatch, members=MEMBERS):
     """The fused launcher's training of one chunk of three trials of a fresh study; (study, trials' numbers,
     run dirs, the launcher's values, the FusedGroup that trained them)."""
     from dltrain.fused import group as group_module
@@ -64,9 +64,9 @@ def launch(fast_cfg, out, pruner: str, monkeypatch):
     url = f"sqlite:///{out / 'optuna.db'}"
     out.mkdir(parents=True)
     study = study_with_reference(url)
-    numbers = [study.ask().number for _ in MEMBERS]
+    numbers = [study.ask().number for _ in members]
     dirs = [out / f"trial={n}" for n in numbers]
-    jobs = [(fast_cfg(*COMMON, *v, output_dir=d), [*COMMON, *v]) for v, d in zip(MEMBERS, dirs)]
+    jobs = [(fast_cfg(*COMMON, *v, output_dir=d), [*COMMON, *v]) for v, d in zip(members, dirs)]
     configs = [sweep_config(cfg, n, url, pruner) for (cfg, _), n in zip(jobs, numbers)]
     groups = []
 
@@ -92,12 +92,15 @@ def untimed(final: dict) -> dict:
     return {k: v for k, v in final.items() if not k.startswith(("time/", "throughput/"))}
 
 
+@pytest.mark.parametrize("hopeless", [1, 0], ids=["a-member", "the-lead-member"])  # the lead: the group's loader
 def test_each_member_reports_to_its_own_trial_and_a_pruned_member_ends_alone(fast_cfg, tmp_path, one_thread,
-                                                                            hydra_cleared, monkeypatch):
-    study, numbers, dirs, values, group = launch(fast_cfg, tmp_path / "pruned", "median", monkeypatch)
-    _, _, plain_dirs, plain_values, plain = launch(fast_cfg, tmp_path / "plain", "none", monkeypatch)
+                                                                            hydra_cleared, monkeypatch, hopeless):
+    members = [MEMBERS[1] if k == hopeless else MEMBERS[0 if k == 1 else k] for k in range(3)]
+    study, numbers, dirs, values, group = launch(fast_cfg, tmp_path / "pruned", "median", monkeypatch, members)
+    _, _, plain_dirs, plain_values, plain = launch(fast_cfg, tmp_path / "plain", "none", monkeypatch, members)
+    others = [k for k in range(3) if k != hopeless]
     runs = [read_metrics(d) for d in dirs]
-    assert [r["status"] for r in runs] == ["completed", "pruned", "completed"]
+    assert [r["status"] for r in runs] == ["pruned" if k == hopeless else "completed" for k in range(3)]
     assert all(read_metrics(d)["status"] == "completed" for d in plain_dirs)
     trials = {t.number: t for t in study.get_trials()}
     for number, run_dir, run, value in zip(numbers, dirs, runs, values):
@@ -105,15 +108,16 @@ def test_each_member_reports_to_its_own_trial_and_a_pruned_member_ends_alone(fas
         assert trials[number].intermediate_values == best_so_far(run_dir)  # every epoch it ran, its own curve
         assert run["trial"]["value"] == run["best"]["val/acc"]
         assert value == run["best"]["val/acc"]                           # what the launcher hands the sweeper
-    pruned, pruned_dir = runs[1], dirs[1]
-    assert pruned["epochs"] == 1 and pruned["test"] == {} and set(trials[numbers[1]].intermediate_values) == {1}
+    pruned, pruned_dir = runs[hopeless], dirs[hopeless]
+    assert pruned["epochs"] == 1 and pruned["test"] == {}
+    assert set(trials[numbers[hopeless]].intermediate_values) == {1}
     assert "run pruned: trial" in (pruned_dir / "train.log").read_text()
     # its slice of the stacked model is no longer trained: it holds the weights its run ended with
-    member = group.members[1]
+    member = group.members[hopeless]
     for name, p in member.model.named_parameters():
-        assert torch.equal(group.model.params[name][1].detach(), p.detach()), name
+        assert torch.equal(group.model.params[name][hopeless].detach(), p.detach()), name
     # the others train exactly as in the same group without pruning
-    for k in (0, 2):
+    for k in others:
         assert runs[k]["epochs"] == 3
         assert untimed(runs[k]["final"]) == untimed(read_metrics(plain_dirs[k])["final"])
         assert values[k] == plain_values[k]

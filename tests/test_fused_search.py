@@ -193,6 +193,7 @@ def assert_told_as_ordinary_trials(sweep, n: int) -> dict:
 
 @pytest.mark.slow
 def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -200,11 +201,12 @@ def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path)
     from tests.sweep_helpers import PROBE, probe_env
 
     sweep = tmp_path / "sweep"
+    # each job waits at its start until two jobs have started: the two workers overlap, each runs some trials
     args = [sys.executable, str(ROOT / "train.py"), *FUSED_SEARCH, "hydra.sweeper.n_trials=6", "trainer.max_epochs=3",
             "hydra.sweeper.pruner=successive_halving", "+hydra.sweeper.pruner_args.reduction_factor=2",
             "+hydra.sweeper.pruner_args.min_resource=1", f"hydra.sweep.dir={sweep}", PROBE, LOCK_PROBE]
     workers = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**__import__("os").environ, **probe_env()}) for _ in range(2)]
+                                env={**os.environ, **probe_env(barrier=2)}) for _ in range(2)]
     outputs = [w.communicate(timeout=400)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = assert_told_as_ordinary_trials(sweep, 6)
@@ -215,6 +217,7 @@ def test_two_fused_workers_share_one_study_and_never_run_a_trial_twice(tmp_path)
     for number, d in dirs.items():
         by_pid.setdefault((d / "pid").read_text(), []).append(number)
     assert set(by_pid) == {str(w.pid) for w in workers}
+    assert {(d / "barrier").read_text() for d in dirs.values()} == {"met"}
     # a prepared member holds its directory's lock before any member trains: never "failed" to the other worker
     assert {(d / "locked_at_prepare").read_text() for d in dirs.values()} == {"yes"}
     assert {t.user_attrs["dltrain"]["worker"].rsplit("-", 1)[1] for t in trials.values()} == set(by_pid)
@@ -253,6 +256,14 @@ def test_a_killed_fused_search_resumes_and_never_repeats_a_trial(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+
+    def status(d):
+        return read_metrics(d)["status"] if (d / "metrics.json").exists() else None
+
+    # looked at again now that nothing writes: a member may have ended between the last look and the signal
+    done = [d for d in sweep.glob("trial=*") if status(d) == "completed"]
+    midway = [p.parents[1] for p in sweep.glob("trial=*/checkpoints/last.pt")
+              if status(p.parents[1]) in (None, "interrupted")]
     before = {p: (p / "metrics.json").read_bytes() for p in done}
 
     resumed = run_cli([*args, "resume=auto"], cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})

@@ -276,3 +276,30 @@ def test_a_killed_fused_search_resumes_and_never_repeats_a_trial(tmp_path):
         assert f"resumed from {p / 'checkpoints' / 'last.pt'}" in (p / "train.log").read_text()
     # the trials started after the resume (resume=auto, nothing to continue) are fused as any new trials
     assert "as one stacked model" in resumed.stdout + resumed.stderr
+
+
+def test_a_stop_signal_while_a_trial_is_asked_for_waits_though_other_threads_run():
+    """signals_held (optuna_sweeper.py) with another thread alive, as a fused group's TensorBoard writers are in
+    the sweeper's process: a mask would hold the signal in this thread only, and the kernel would hand it to the
+    other one, whose arrival Python runs inside the block (a RUNNING trial naming no worker, never resumed)."""
+    import os
+    import signal
+    import threading
+
+    from hydra_plugins.dltrain_search.optuna_sweeper import signals_held
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: got.append("delivered"))
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(1000):  # bytecodes at which Python runs an arrived signal's handler
+                pass
+            got.append("inside")
+        assert got == ["inside", "delivered"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        stop.set()

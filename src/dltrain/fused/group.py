@@ -322,6 +322,7 @@ class FusedGroup:
                 log.warning("run %s: %s", status, reason)
             self.results[m] = t.finish()
         self.active.remove(m)
+        self.optimizer.freeze(m)  # its slice stays as its run ended: no update changes it any more
 
 
 

@@ -115,6 +115,7 @@ class StackedOptimizer:
         self.params, self.groups, self.member_params = params, groups, member_params
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
         self.step_count = 0
+        self.frozen: set[int] = set()  # members whose run has ended: their slice is not updated any more
         self._adopt_initial_state()
         self.refresh()
 
@@ -140,6 +141,8 @@ class StackedOptimizer:
                     values = [float(grp["betas"][0 if key == "beta1" else 1]) for grp in groups]
                 else:
                     values = [float(grp.get(key, 0.0)) for grp in groups]
+                if key == "lr":  # a zero rate leaves a slice as it is in every update above (momentum, decay)
+                    values = [0.0 if m in self.frozen else v for m, v in enumerate(values)]
                 if self._values.get((g, key)) != values:
                     self._values[(g, key)] = values
                     h[key] = torch.tensor(values, dtype=first.dtype).to(first.device)
@@ -155,6 +158,11 @@ class StackedOptimizer:
             self._shaped[key] = {k: (v.view(shape) if torch.is_tensor(v) else v)
                                  for k, v in self.hyper[self.groups[name]].items()}
         return self._shaped[key]
+
+    def freeze(self, m: int) -> None:
+        """Member m's run ended (diverged, pruned, done): its slice keeps the weights it ended with."""
+        self.frozen.add(m)
+        self.refresh()
 
     @torch.no_grad()
     def step(self) -> None:

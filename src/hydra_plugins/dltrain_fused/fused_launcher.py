@@ -80,12 +80,36 @@ def _locked(cfgs):
 
 
 def _prepare(cfg: DictConfig):
-    """The task Hydra runs for each job in step 1: dltrain's preparation, nothing trained yet."""
+    """The task Hydra runs for each job in step 1: dltrain's preparation, nothing trained yet. First thing, as
+    `dltrain.cli.run` does, the job directory's lock (held until the batch ends: launch): from here on another
+    worker's end-of-sweep check sees the job running, never failed for want of a metrics.json. None: another
+    process holds it (the job is refused, as an ordinary job would be)."""
     from dltrain.cli import job_config
+    from dltrain.cli.jobs import lock_job_dir
 
+    out = HydraConfig.get().runtime.output_dir
+    took = lock_job_dir(out, multirun=True)
+    if took is None:
+        return None
     cfg, overrides, _ = job_config(cfg)
     OmegaConf.resolve(cfg)  # while this job's Hydra config is current
-    return cfg, overrides
+    return cfg, overrides, (out if took else None)
+
+
+def _as_grouped(cfg: DictConfig) -> DictConfig:
+    """The config the grouping sees. `resume=auto` in a job directory with nothing to continue (no metrics.json,
+    no checkpoints/last.pt) starts the job afresh (resume.open_run), as a new job: it may be fused; a resumed
+    search gives every trial resume=auto, the new ones too. A job with a result or a last.pt runs the ordinary
+    way, which skips a finished job and continues any other from its last.pt (cli/jobs.py)."""
+    from dltrain.resume import checkpoint_path
+
+    out = Path(str(cfg.paths.output_dir))
+    if cfg.get("resume") != "auto" or (out / "metrics.json").exists() or checkpoint_path(out).is_file():
+        return cfg
+    fresh = cfg.copy()
+    with open_dict(fresh):
+        fresh.resume = None
+    return fresh
 
 
 class FusedLauncher(Launcher):
@@ -105,6 +129,7 @@ class FusedLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.warned = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
@@ -115,6 +140,10 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("fused launcher: preparing %d jobs", len(job_overrides))
+        if len(job_overrides) == 1 and self.config.hydra.sweeper.get("n_jobs") == 1 and not self.warned:
+            self.warned = True  # once: a search with n_jobs=1 hands over every trial alone
+            log.warning("fused launcher: hydra.sweeper.n_jobs=1 hands over one trial at a time, so nothing is fused; "
+                        "hydra.sweeper.n_jobs=<N> hands over N trials at once, fused when their structure is the same")
         self.job_overrides, self.initial_job_idx = job_overrides, initial_job_idx
         returns, sweep_configs = [], []
         for idx, overrides in enumerate(job_overrides):
@@ -122,8 +151,16 @@ class FusedLauncher(Launcher):
             sweep_config = _sweep_config(self.hydra_context, self.config, overrides, initial_job_idx + idx)
             returns.append(_run(self.hydra_context, _prepare, sweep_config))
             sweep_configs.append(sweep_config)
-        jobs = [ret.return_value for ret in returns]  # (cfg, overrides); a preparation error raises here
-        values = self.train(jobs, sweep_configs)
+        prepared = [ret.return_value for ret in returns]  # a preparation error raises here
+        self.held = {i: job[2] for i, job in enumerate(prepared) if job is not None and job[2] is not None}
+        jobs = [job and job[:2] for job in prepared]  # (cfg, overrides), or None: refused
+        try:
+            values = self.train(jobs, sweep_configs)
+        finally:
+            from dltrain import runlock
+
+            for out in self.held.values():
+                runlock.release(out)
         for ret, value in zip(returns, values):
             ret.return_value = value
         return returns
@@ -132,8 +169,10 @@ class FusedLauncher(Launcher):
     def train(self, jobs, sweep_configs) -> list[float]:
         from dltrain.fused.grouping import group_jobs
 
-        values: list[float | None] = [None] * len(jobs)
-        groups, alone = group_jobs([cfg for cfg, _ in jobs])
+        values: list[float] = [float("nan")] * len(jobs)  # a refused job's stays NaN
+        ready = [i for i, job in enumerate(jobs) if job is not None]
+        groups, alone = group_jobs([_as_grouped(jobs[i][0]) for i in ready])
+        groups, alone = [[ready[k] for k in g] for g in groups], {ready[k]: why for k, why in alone.items()}
         for i, reason in sorted(alone.items()):
             self.say(f"job #{i} runs on its own: {reason}")
             values[i] = self.ordinary(i, jobs, sweep_configs)
@@ -181,8 +220,11 @@ class FusedLauncher(Launcher):
         from hydra.core.utils import JobStatus
         from joblib import Parallel, delayed
 
+        from dltrain import runlock
         from dltrain.cli import cpu_threads
 
+        for out in [self.held.pop(i) for i in members if i in self.held]:
+            runlock.release(out)  # each worker's task takes its job's lock itself (dltrain.cli.run)
         n = min(cpu_threads.cores(), len(members))
         threads = cpu_threads.threads_per_job(n)
         self.say(f"{len(members)} jobs side by side: {n} at once, {threads} thread(s) each")
@@ -219,8 +261,11 @@ class FusedLauncher(Launcher):
         from dltrain.fused.group import FusedGroup
         from dltrain.trainer import Trainer
 
+        trainers = []
+        for i in chunk:  # each member's callbacks from its own Hydra config: a search's trial number and storage
+            HydraConfig.instance().set_config(sweep_configs[i])  # (callbacks/pruning.py reads them there)
+            trainers.append(Trainer(jobs[i][0], overrides=jobs[i][1]))
         HydraConfig.instance().set_config(sweep_configs[chunk[0]])
-        trainers = [Trainer(jobs[i][0], overrides=jobs[i][1]) for i in chunk]
         group = FusedGroup(trainers)
         self.say(f"training jobs #{', #'.join(map(str, chunk))} as one stacked model")
         try:

@@ -392,10 +392,26 @@ class Worker:
 
 @contextlib.contextmanager
 def signals_held():
-    """SIGTERM, SIGINT and SIGUSR1 arriving inside the block are delivered when it ends."""
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGTERM, SIGINT and SIGUSR1 arriving inside the block are delivered when it ends. Not by masking them:
+    a mask holds only this thread, and the kernel hands a process's signal to any other thread (a finished
+    trial's TensorBoard writer, in this process under the basic or the fused launcher), whose arrival Python
+    then runs inside the block. Handlers that note the signals do hold them, whichever thread received them."""
+    import threading
+
+    held = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set in the main thread only
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda number, frame: arrived.append(number)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for number in dict.fromkeys(arrived):
+            signal.raise_signal(number)  # now, to the handler (or the default action) there was before

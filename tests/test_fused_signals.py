@@ -54,7 +54,7 @@ def test_sigterm_in_a_fused_sweep_interrupts_each_unfinished_member_resumably(tm
     member = next(p for p in cut if "seed=1" in jobs[p])
     straight = tmp_path / "outputs" / "straight"
     run_cli([*COMMON, "trainer.max_epochs=2", "seed=1", f"hydra.run.dir={straight}"], cwd=tmp_path, env=ONE_THREAD)
-    proc = run_cli([f"resume={member}"], cwd=tmp_path, env=ONE_THREAD)
+    proc = run_cli([f"resume='{member}'"], cwd=tmp_path, env=ONE_THREAD)  # quoted: the job's name has = and ,
     assert "resumed from" in proc.stdout and "1 epochs, 15 steps done" in proc.stdout
     m, s = read_metrics(member), read_metrics(straight)
     assert (m["status"], m["epochs"], m["steps"]) == ("completed", 2, 20)

@@ -4,12 +4,15 @@ state, metrics.json `interrupted`), leaves the finished members untouched, and t
 sweep does on the signal; `resume=<member dir>` then completes the member as an ordinary run."""
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
+from dltrain.errors import Interrupted
+from dltrain.fused.group import FusedGroup
+from dltrain.trainer import Trainer
 from tests.conftest import FAST, read_metrics, read_scalars, run_cli
-
-pytestmark = pytest.mark.slow
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # 10 steps an epoch; momentum, so that a last.pt without its optimizer state would not resume the same run
@@ -21,6 +24,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12))
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_fused_sweep_interrupts_each_unfinished_member_resumably(tmp_path):
     sweep = tmp_path / "outputs" / "sweep"
     # one group of four: two members of 1 epoch (done at step 10), two of 2 epochs (cut at step 15 = batch 5
@@ -66,3 +70,29 @@ def test_sigterm_in_a_fused_sweep_interrupts_each_unfinished_member_resumably(tm
             assert relative_error(resumed[name], value) < 1e-4, name
     assert abs(m["final"]["val/acc"] - s["final"]["val/acc"]) < 1e-3
     assert {f: f.stat().st_mtime_ns for f in untouched} == untouched  # the finished members: not one file touched
+
+
+def test_a_signal_during_validation_ends_the_members_after_their_epoch(fast_cfg, tmp_path, one_thread, monkeypatch):
+    """As in an ordinary run (Trainer.end_epoch): the epoch is validated and checkpointed, then each member stops
+    interrupted; the group's handlers are put back afterwards."""
+    evaluate = FusedGroup.evaluate
+
+    def signalled(self, loader, prefix, max_batches):
+        if prefix == "val":
+            signal.raise_signal(signal.SIGTERM)  # the group's handler only notes it
+        return evaluate(self, loader, prefix, max_batches)
+
+    monkeypatch.setattr(FusedGroup, "evaluate", signalled)
+    before = signal.getsignal(signal.SIGTERM)
+    trainers = [Trainer(fast_cfg("trainer.limit_train_batches=5", "trainer.diagnostics_every_n_steps=0", "logger=none",
+                                 f"seed={seed}", output_dir=tmp_path / f"m{seed}")) for seed in range(2)]
+    group = FusedGroup(trainers)
+    with pytest.raises(Interrupted):
+        group.fit()
+    assert signal.getsignal(signal.SIGTERM) is before
+    for t, result in zip(trainers, group.results):
+        assert (result["status"], result["epochs"], result["steps"]) == ("interrupted", 1, 5)
+        assert read_metrics(t.out_dir)["status"] == "interrupted"
+        state = torch.load(t.out_dir / "checkpoints" / "last.pt", weights_only=True)
+        assert (state["epoch"], state["step"], state["batch"]) == (1, 5, 0)  # the whole epoch, validated
+        assert all(torch.equal(state["model"][k], v) for k, v in t.model.state_dict().items())

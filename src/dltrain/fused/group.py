@@ -15,6 +15,11 @@ A member that diverges (a non-finite loss at a log flush, or a non-finite weight
 pruned ends there as in its own run; its slice is no longer read, and it cannot disturb the others: the
 members share no parameter, no statistic and no term of each other's gradients. Diagnostics, the progress
 bar and step hooks are off in fused mode (each member's train.log says so).
+
+A stop signal (signals.py, installed for the group) is polled after every step, as in `Trainer.train_epoch`:
+every active member's slice is written back and its run ends as `Trainer.fit` ends an interrupted one (a
+mid-epoch last.pt, status interrupted); the group then raises Interrupted. With trainer.compile=true the step
+is fused/compiled.py's.
 """
 from __future__ import annotations
 

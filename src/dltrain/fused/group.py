@@ -353,17 +353,10 @@ class FusedGroup:
         raise e
 
     def interrupted(self, m: int, e: Interrupted) -> None:
-        """Member m's run ends interrupted: Trainer.fit's `except Interrupted`, then its result."""
+        """Member m's run ends interrupted, as Trainer.fit ends one (last.pt), then its result."""
         t = self.members[m]
         with self.logging_of(t):
-            t.state.status = "interrupted"
-            log.warning("run interrupted: %s", e)
-            try:
-                t.check_finite()  # the step in flight has finished; a finite model is worth keeping
-                t.fire("on_exception", e)  # Checkpoint writes last.pt
-            except Diverged as d:
-                t.state.status = "diverged"
-                log.warning("not saving the interrupted run: %s", d)
+            t.record_interruption(e)
             self.results[m] = t.finish()
         self.active.remove(m)
 

@@ -232,6 +232,10 @@ class FusedLauncher(Launcher):
             print(f"dltrain: {e}; each unfinished member's checkpoints/last.pt is saved.\n"
                   f"  continue with: {continue_command(jobs[chunk[0]][0], multirun=True)}", file=sys.stderr)
             sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # the second Ctrl-C: as cli/jobs.py says it
+            print(f"dltrain: interrupted at once (second Ctrl-C); each member's checkpoints/last.pt is the one "
+                  f"before.\n  continue with: {continue_command(jobs[chunk[0]][0], multirun=True)}", file=sys.stderr)
+            sys.exit(130)
         except Exception as e:  # noqa: BLE001 - as for an ordinary job: recorded, the sweep goes on
             message = one_line(e)
             print(f"dltrain: fused group failed: {message}", file=sys.stderr)

@@ -18,9 +18,15 @@ Prints a table and writes outputs/bench/bench.json. Figures:
   fused_speedup     wall time of a 16-job sweep (MLP, 4 lr × 4 seeds, 3 epochs; --quick: 40 batches each)
                     sequential in one process / with +launcher=fused (forced on a CPU)   target ≥ 8 on a GPU
   fused_members_per_s  the fused sweep's jobs per second of wall time
-  on CUDA also: fused_speedup_64 (64 jobs, 8 lr × 8 seeds), fused_over_compiled_sequential (the fused eager
-                    sweep over the sequential one with trainer.compile=true, full bench only); scripts/gpu_check.sh
-                    runs the GPU figures with the CUDA tests and the speedrun
+  fused_compiled_step  steps/s of a fused group of the default MLP with trainer.compile=true (dltrain/fused/
+                    compiled.py) over the same group's eager step, in one process (8 members on a CPU, 16 on
+                    a GPU; on a CPU in the full bench or --only: its compilation takes a minute on 2 cores)
+  on CUDA also: fused_speedup_64 (64 jobs, 8 lr × 8 seeds), fused_compiled_speedup (the 16-job sweep fused with
+                    trainer.compile=true over the same sequential eager sweep)      target ≥ 20,
+                    fused_over_compiled_sequential and fused_compiled_over_compiled_sequential (the fused eager
+                    and compiled sweeps over the sequential one with trainer.compile=true: the compiled
+                    baseline; full bench or --compiled-baseline); scripts/gpu_check.sh runs the GPU figures
+                    with the CUDA tests and the speedrun
   on CUDA also: compile_speedup, bf16_speedup, channels_last_speedup (each option on the CNN over the same
                     run without it), not_resident_ratio (data.resident=false over resident), and with
                     2+ GPUs dp_speedup, ddp_over_dp
@@ -53,7 +59,7 @@ from dltrain.data.datasets import FASHION_MNIST, locate  # noqa: E402
 TARGETS = {"loop_ratio": (">=", 0.97), "loader_ratio": (">=", 10.0), "epoch_ratio": (">=", 1.3),
            "sweep_overhead": ("<=", 1.10), "diag_overhead": ("<=", 1.05), "sweep_speedup_cpu": (">=", 1.4)}
 # fused_speedup's targets are the GPU's (≥ 8 eager); on a CPU it is reported without one (expected ~1)
-GPU_TARGETS = {"fused_speedup": (">=", 8.0)}
+GPU_TARGETS = {"fused_speedup": (">=", 8.0), "fused_compiled_speedup": (">=", 20.0)}
 
 
 def alternate(contenders: dict, rounds: int) -> dict:
@@ -237,18 +243,25 @@ def sweep_speedup_cpu(args, out) -> float:
     return args.sequential_sweep_s / wall
 
 
-def fused_sweep(args, out, device, lrs: int, seeds: int, baseline: list[str] = (), tag: str = "") -> dict:
+def fused_sweep(args, out, device, lrs: int, seeds: int, baseline: list[str] = (), fused: list[str] = (),
+                tag: str = "") -> dict:
     """A sweep of lrs learning rates × seeds seeds of the default MLP, run sequentially in one process (the
     basic launcher: data loaded once) and with +launcher=fused (on a CPU forced to fuse: the figure is the
-    fused step's, not the probe's decision). `baseline` adds overrides to the sequential side only."""
+    fused step's, not the probe's decision). `baseline` adds overrides to the sequential side only, `fused` to
+    the fused side only; a sequential sweep measured before in this bench is not run again."""
     jobs = lrs * seeds
     sweep = [f"optimizer.lr={','.join(str(round(0.02 * 1.5 ** k, 4)) for k in range(lrs))}",
              f"seed={','.join(map(str, range(seeds)))}", f"trainer.max_epochs={args.fused_epochs}",
              f"trainer.accelerator={device.type}", "trainer.diagnostics_every_n_steps=0", *args.fused_limits]
-    fused_wall, _ = timed_sweep(out, f"fused{tag}", ["+launcher=fused", "hydra.launcher.cpu=fuse", *sweep], jobs)
-    sequential_wall, _ = timed_sweep(out, f"sequential{tag}", [*sweep, *baseline], jobs)
+    fused_wall, _ = timed_sweep(out, f"fused{tag}", ["+launcher=fused", "hydra.launcher.cpu=fuse", *sweep, *fused],
+                                jobs)
+    sequential = args.sequential_sweeps  # (lrs, seeds, baseline) → wall s
+    key = (lrs, seeds, tuple(baseline))
+    if key not in sequential:
+        sequential[key], _ = timed_sweep(out, f"sequential{tag}", [*sweep, *baseline], jobs)
+    sequential_wall = sequential[key]
     print(f"  {jobs}-job sweep: sequential{' ' + ' '.join(baseline) if baseline else ''} {sequential_wall:.1f} s, "
-          f"fused {fused_wall:.1f} s", file=sys.stderr, flush=True)
+          f"fused{' ' + ' '.join(fused) if fused else ''} {fused_wall:.1f} s", file=sys.stderr, flush=True)
     return {"speedup": sequential_wall / fused_wall, "members_per_s": jobs / fused_wall}
 
 
@@ -258,14 +271,62 @@ def fused_figures(args, out, device) -> dict:
 
 
 def fused_gpu_figures(args, out, device) -> dict:
-    """GPU only: the 64-member sweep against 64 ordinary runs, and the fused (eager) sweep against the
-    sequential runs with trainer.compile=true (the fused step itself is not compiled yet)."""
+    """GPU only: the 64-member sweep against 64 ordinary runs; the 16-job sweep fused with trainer.compile=true
+    against the sequential eager runs; and (full bench or --compiled-baseline) the fused eager and compiled
+    sweeps against the sequential runs with trainer.compile=true."""
+    compile_on = ["trainer.compile=true"]
     big = fused_sweep(args, out, device, 8, 8, tag="_64")
     figures = {"fused_speedup_64": big["speedup"], "fused_members_per_s_64": big["members_per_s"]}
-    if not args.quick:  # 16 compilations: minutes, more than --quick's budget
-        compiled = fused_sweep(args, out, device, 4, 4, baseline=["trainer.compile=true"], tag="_vs_compiled")
-        figures["fused_over_compiled_sequential"] = compiled["speedup"]
+    compiled = fused_sweep(args, out, device, 4, 4, fused=compile_on, tag="_compiled")
+    figures.update(fused_compiled_speedup=compiled["speedup"], fused_compiled_members_per_s=compiled["members_per_s"])
+    if not args.quick or args.compiled_baseline:  # 16 compiled ordinary runs: minutes
+        eager = fused_sweep(args, out, device, 4, 4, baseline=compile_on, tag="_vs_compiled")
+        both = fused_sweep(args, out, device, 4, 4, baseline=compile_on, fused=compile_on, tag="_compiled_vs_compiled")
+        figures.update(fused_over_compiled_sequential=eager["speedup"],
+                       fused_compiled_over_compiled_sequential=both["speedup"])
     return figures
+
+
+def fused_step_group(overrides, out_dir, members: int):
+    """A fused group of `members` runs of the default MLP (seeds and rates apart), started as FusedGroup.fit
+    starts one, and one full batch of each member's data."""
+    from dltrain.fused.group import FusedGroup
+
+    trainers = [Trainer(compose_config([*overrides, f"seed={k}", f"optimizer.lr={0.02 * (1 + k / members):.4f}",
+                                        "trainer.progress_bar=false"], output_dir=out_dir / f"m{k}"))
+                for k in range(members)]
+    group = FusedGroup(trainers)
+    group.start()
+    group.active = list(range(members))
+    loader = trainers[0].data.train
+    orders = torch.stack([t.data.train._order() for t in trainers])
+    group.bench_batch = group.batch(loader, orders[:, :loader.batch_size])
+    return group
+
+
+def fused_steps(group, n: int) -> int:
+    for _ in range(n):
+        group.step(*group.bench_batch)
+    sync(group.device)
+    return n * group.bench_batch[1].numel()
+
+
+def fused_compiled_step(args, out, device) -> float:
+    """The compiled fused step's samples/s over the eager fused step's: the same members, the same batch."""
+    overrides = [f"trainer.accelerator={device.type}", "trainer.diagnostics_every_n_steps=0", "logger=none"]
+    members = 16 if device.type == "cuda" else 8
+    eager = fused_step_group(overrides, out / "fused_step_eager", members)
+    compiled = fused_step_group([*overrides, "trainer.compile=true"], out / "fused_step_compiled", members)
+    fused_steps(compiled, 3)  # its first step runs eagerly, the second compiles: outside the timing
+    n = args.fused_step_batches
+    rates = alternate({"compiled": lambda: fused_steps(compiled, n), "eager": lambda: fused_steps(eager, n)},
+                      args.rounds)
+    assert compiled.compiled.steps["compiled"] > 0, "the compiled group ran no compiled step"
+    print(f"  fused step of {members} MLPs: eager {statistics.median(rates['eager']):.0f} samples/s, compiled "
+          f"{statistics.median(rates['compiled']):.0f} ({compiled.compiled.mode})", file=sys.stderr, flush=True)
+    for t in [*eager.members, *compiled.members]:
+        t.finish()
+    return ratio(rates, "compiled", "eager")
 
 
 def diag_overhead(args, out, device_overrides) -> float:
@@ -345,6 +406,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer batches and rounds (< 3 min on 2 CPU cores)")
     parser.add_argument("--out", default="outputs/bench", help="where bench.json and the runs go")
     parser.add_argument("--only", default="", help="comma-separated figures to measure (default: all)")
+    parser.add_argument("--compiled-baseline", action="store_true",
+                        help="with --quick on a GPU: the fused sweeps against 16 ordinary runs with trainer.compile=true too")
     parser.add_argument("--sweep-epochs", type=int, default=10,
                         help="epochs of each job of the 6-job bench sweep (sweep_overhead, sweep_speedup_cpu)")
     args = parser.parse_args()
@@ -367,6 +430,8 @@ def main() -> None:
     # the default run (10 epochs): fixed costs (start-up, report) weigh as in a real sweep; --sweep-epochs
     # shortens it on a machine too loaded for a 60-epoch sweep twice
     args.fused_epochs = 3
+    args.sequential_sweeps = {}
+    args.fused_step_batches = 50 if torch.cuda.is_available() else 10
     # --quick: the 16-job sweep's epochs shortened (CI's time); the full bench trains whole epochs
     args.fused_limits = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=10"] if quick else []
     out = Path(args.out).resolve()
@@ -382,6 +447,8 @@ def main() -> None:
              ("diag_overhead", lambda: diag_overhead(args, out, device_overrides)),
              ("sweep_overhead", lambda: sweep_overhead(args, out)),
              ("fused_speedup", lambda: fused_figures(args, out, device))]
+    if device.type == "cuda" or not quick or "fused_compiled_step" in args.only.split(","):
+        steps.append(("fused_compiled_step", lambda: fused_compiled_step(args, out, device)))
     if device.type == "cpu":
         steps.append(("sweep_speedup_cpu", lambda: sweep_speedup_cpu(args, out)))
     if device.type == "cuda":

@@ -87,14 +87,7 @@ class Trainer:
             self.state.status = "diverged" if isinstance(e, Diverged) else "pruned"
             log.warning("run %s: %s", self.state.status, e)
         except Interrupted as e:
-            self.state.status = "interrupted"
-            log.warning("run interrupted: %s", e)
-            try:
-                self.check_finite()  # the step in flight has finished; a finite model is worth keeping
-                self.fire("on_exception", e)  # Checkpoint writes last.pt
-            except Diverged as d:
-                self.state.status = "diverged"
-                log.warning("not saving the interrupted run: %s", d)
+            self.record_interruption(e)
             raise
         except KeyboardInterrupt:
             self.state.status = "interrupted"
@@ -110,6 +103,18 @@ class Trainer:
             self.signals.restore()
             result = self.finish()
         return result
+
+    def record_interruption(self, e: Interrupted) -> None:
+        """A stop signal after a finished step: status interrupted and last.pt, or diverged (nothing saved) when
+        the weights are not finite. The fused launcher (dltrain/fused/) calls it for each member."""
+        self.state.status = "interrupted"
+        log.warning("run interrupted: %s", e)
+        try:
+            self.check_finite()  # the step in flight has finished; a finite model is worth keeping
+            self.fire("on_exception", e)  # Checkpoint writes last.pt
+        except Diverged as d:
+            self.state.status = "diverged"
+            log.warning("not saving the interrupted run: %s", d)
 
     def conclude(self) -> None:
         """The run trained to its end (or stopped early): its status and the test metrics."""

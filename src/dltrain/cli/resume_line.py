@@ -3,6 +3,7 @@ before its first checkpoint and starts afresh), the new ones on top, and `hydra.
 directory from someone else would replay is checked first (trust.py)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
@@ -62,7 +63,9 @@ class ResumeLine:
             self.problems.extend(untrusted)
             return None
         new_keys = {o.key_or_group.lstrip("+~") for o in parsed}
-        old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) != "resume"]
+        # The sweep's launcher (+launcher=fused, cpu_parallel) ran the job, it is no part of the run: one run
+        # continues without it (and without -m, where a launcher is refused).
+        old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) not in ("resume", "launcher")]
         given_dir = [o for o in parsed if o.key_or_group == "hydra.run.dir"]
         if given_dir and Path(str(given_dir[0].value())).resolve() != run_dir.resolve():
             self.problems.append(f"hydra.run.dir={given_dir[0].value()}: a resumed run continues in its own "
@@ -72,7 +75,7 @@ class ResumeLine:
         rest = [o.input_line for o in parsed if o.key_or_group != "hydra.run.dir"]
         out = [*old, *rest]
         if _env_rank() == 0:
-            out.append(f"hydra.run.dir={run_dir}")
+            out.append(f"hydra.run.dir={override_value(run_dir)}")
         self.check_resume_config(out, path, checkpoint.get("config"))
         return out
 
@@ -105,3 +108,12 @@ class ResumeLine:
         problems = unsafe_changes(saved, cfg)
         if problems:
             self.problems.extend(mismatch_error(path, problems).problems)
+
+
+def override_value(path) -> str:
+    """`path` as a Hydra override's value: quoted when Hydra's grammar would split it (a sweep job's directory
+    is named by its overrides: `seed=1,optimizer.lr=0.1`)."""
+    text = str(path)
+    if re.fullmatch(r"[\w./~+\-@:]*", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -15,6 +15,11 @@ A member that diverges (a non-finite loss at a log flush, or a non-finite weight
 pruned ends there as in its own run; its slice is no longer read, and it cannot disturb the others: the
 members share no parameter, no statistic and no term of each other's gradients. Diagnostics, the progress
 bar and step hooks are off in fused mode (each member's train.log says so).
+
+A stop signal (signals.py, installed for the group) is polled after every step, as in `Trainer.train_epoch`:
+every active member's slice is written back and its run ends as `Trainer.fit` ends an interrupted one (a
+mid-epoch last.pt, status interrupted); the group then raises Interrupted. With trainer.compile=true the step
+is fused/compiled.py's.
 """
 from __future__ import annotations
 
@@ -27,10 +32,12 @@ import torch
 from dltrain import final_test
 from dltrain.callbacks import Diagnostics, ProgressBar
 from dltrain.callbacks.runlog import RunLog
-from dltrain.errors import Diverged, Pruned, one_line
+from dltrain.errors import Diverged, Interrupted, Pruned, one_line
+from dltrain.fused.compiled import CompiledStep
 from dltrain.fused.optim import StackedOptimizer
 from dltrain.fused.stack import StackedModel
 from dltrain.optim import split_parameters
+from dltrain.signals import StopSignals
 
 log = logging.getLogger("dltrain")
 
@@ -46,12 +53,14 @@ class FusedGroup:
     def __init__(self, trainers):
         self.members = trainers
         self.results: list[dict | None] = [None] * len(trainers)
+        self.signals = StopSignals()  # the group's, shared by its members: one signal stops them all (fit)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Each member as its own run starts: directory, train.log, its parts, init.pt, TensorBoard."""
         for t in self.members:
             t.started = time.perf_counter()
+            t.signals = self.signals  # end_epoch's check after validation sees the group's signal
             t.callbacks = [c for c in t.callbacks if not isinstance(c, OFF_IN_FUSED)]
             t.out_dir.mkdir(parents=True, exist_ok=True)
             t.fire("setup")
@@ -85,6 +94,10 @@ class FusedGroup:
         self.batched_metrics = {name: torch.func.vmap(fn) for name, fn in lead.metric_fns.items()}
         torch.manual_seed(int(lead.cfg.seed))  # the group's dropout masks (vmap draws them per member)
         self._mask_of = None
+        self.compiled = CompiledStep(self) if lead.t.compile else None  # trainer.compile: fused/compiled.py
+        for t in self.members if self.compiled is not None else ():
+            with self.logging_of(t):
+                log.info("fused: %s", self.compiled.describe())
 
     def per_member(self, value) -> torch.Tensor:
         p = next(iter(self.model.params.values()))
@@ -113,6 +126,9 @@ class FusedGroup:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
+        """Train the members; a stop signal (signals.py) ends every unfinished member as its own run would
+        (last.pt after the step in flight, status interrupted) and raises Interrupted."""
+        self.signals.install()
         try:
             self.start()
             self.active = [m for m, t in enumerate(self.members) if t.max_epochs > 0]
@@ -121,13 +137,15 @@ class FusedGroup:
         except BaseException as e:  # every member not yet ended ends with the group: failed (or interrupted)
             for m, t in enumerate(self.members):
                 if self.results[m] is None:
-                    t.state.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                    t.state.status = "interrupted" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "failed"
                     with self.logging_of(t), contextlib.suppress(Exception):
                         if t.state.status == "failed":
                             log.error("fused group failed: %s", one_line(e))
                             t.fire("on_exception", e)
                         self.results[m] = t.finish()
             raise
+        finally:
+            self.signals.restore()
         return self.results
 
     def run_epoch(self) -> None:
@@ -162,6 +180,10 @@ class FusedGroup:
                     if m in self.active:
                         self.members[m].schedule.step()
                 self.optimizer.refresh()
+            stop = self.signals.poll(first.state.step)  # a stop signal: this step is every member's last
+            if stop:
+                self.flush(pending)  # the steps' values logged (and checked) before last.pt, as in a run
+                self.interrupt(Interrupted(stop, first.state.step))
             if len(pending) >= lead.log_every:
                 self.flush(pending)
                 if not self.active:
@@ -177,7 +199,7 @@ class FusedGroup:
         due = (epoch % lead.t.val_every_n_epochs == 0 or first.state.step >= first.max_steps
                or any(epoch >= self.members[m].max_epochs for m in self.active))  # Trainer.end_epoch's rule
         val = self.evaluate(lead.data.val, "val", lead.val_batches) if due else None
-        finishing = []
+        finishing, interrupted = [], None
         for m in list(self.active):
             t = self.members[m]
             t.state.batch = 0
@@ -191,6 +213,10 @@ class FusedGroup:
                 except (Diverged, Pruned) as e:
                     self.end(m, "diverged" if isinstance(e, Diverged) else "pruned", e)
                     continue
+                except Interrupted as e:  # a signal during validation: this epoch's last.pt is written
+                    interrupted = e
+                    self.interrupted(m, e)
+                    continue
             if stop or t.state.epoch >= t.max_epochs or t.state.step >= t.max_steps:
                 finishing.append(m)
         if finishing:
@@ -203,6 +229,8 @@ class FusedGroup:
                 with self.logging_of(t), self.evaluated(t, {"test": test[m]} if m in current else None):
                     t.conclude()
                 self.end(m)
+        if interrupted is not None:
+            raise interrupted
         self.optimizer.refresh()  # per-epoch schedules have stepped
 
     @torch.no_grad()
@@ -261,6 +289,8 @@ class FusedGroup:
 
     def step(self, x: torch.Tensor, y: torch.Tensor):
         """One optimizer step of every member; (each member's loss [M], logits [M, B, C])."""
+        if self.compiled is not None:
+            return self.compiled(x, y)
         model = self.model
         model.zero_grad()
         logits = model(x)
@@ -312,6 +342,23 @@ class FusedGroup:
                     t.flush_train_log(MemberSteps(losses[:, m], corrects[:, m], sizes))
                 except Diverged as e:
                     self.end(m, "diverged", e)
+
+    def interrupt(self, e: Interrupted) -> None:
+        """A stop signal after a step: every active member's slice into its own module and optimizer, and its
+        run ended as Trainer.fit ends an interrupted one (a mid-epoch last.pt); then the group stops."""
+        for m in list(self.active):
+            self.model.write_back(m)
+            self.optimizer.member_state(m)
+            self.interrupted(m, e)
+        raise e
+
+    def interrupted(self, m: int, e: Interrupted) -> None:
+        """Member m's run ends interrupted, as Trainer.fit ends one (last.pt), then its result."""
+        t = self.members[m]
+        with self.logging_of(t):
+            t.record_interruption(e)
+            self.results[m] = t.finish()
+        self.active.remove(m)
 
     def end(self, m: int, status: str | None = None, reason: Exception | None = None) -> None:
         """Member m's run ends: its result into metrics.json, out of the group."""

@@ -145,7 +145,11 @@ class StackedOptimizer:
                     values = [0.0 if m in self.frozen else v for m, v in enumerate(values)]
                 if self._values.get((g, key)) != values:
                     self._values[(g, key)] = values
-                    h[key] = torch.tensor(values, dtype=first.dtype).to(first.device)
+                    new = torch.tensor(values, dtype=first.dtype)
+                    if key in h:  # into the same tensor: the compiled step reads it where it is (compiled.py)
+                        h[key].copy_(new)
+                    else:
+                        h[key] = new.to(first.device)
                     h[f"any_{key}"] = any(v != 0 for v in values)
                     changed = True
         if changed:

@@ -12,7 +12,9 @@ search sweeper alike (each batch the sweeper hands over is launched as below).
    times fused against sequential steps first (`cpu: probe`), and the group runs sequentially when fusing
    is slower, the figures logged (then side by side in joblib workers with the cores split, as
    +launcher=cpu_parallel, or one after another: `cpu_fallback`). Each chunk trains as one stacked model (dltrain/fused/group.py); a chunk
-   that fails records each unfinished member as failed (metrics.json, train.log), as a failed job would.
+   that fails records each unfinished member as failed (metrics.json, train.log), as a failed job would; a
+   stop signal ends each unfinished member as interrupted with its last.pt, and the sweep exits as an ordinary
+   sweep does on it (128 + the signal, the `resume=auto` line).
 
 Importing this module is cheap (Hydra imports every plugin module at start-up): dltrain is imported in launch().
 """
@@ -256,8 +258,8 @@ class FusedLauncher(Launcher):
         return faster
 
     def fused(self, chunk, jobs, sweep_configs) -> dict[int, float]:
-        from dltrain.cli.jobs import objective, record_failure
-        from dltrain.errors import one_line
+        from dltrain.cli.jobs import continue_command, objective, record_failure
+        from dltrain.errors import Interrupted, one_line
         from dltrain.fused.group import FusedGroup
         from dltrain.trainer import Trainer
 
@@ -271,6 +273,14 @@ class FusedLauncher(Launcher):
         try:
             with _locked([jobs[i][0] for i in chunk]):
                 results = group.fit()
+        except Interrupted as e:  # a stop signal: as an ordinary job's (cli/jobs.py), the sweep stops here
+            print(f"dltrain: {e}; each unfinished member's checkpoints/last.pt is saved.\n"
+                  f"  continue with: {continue_command(jobs[chunk[0]][0], multirun=True)}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # the second Ctrl-C: as cli/jobs.py says it
+            print(f"dltrain: interrupted at once (second Ctrl-C); each member's checkpoints/last.pt is the one "
+                  f"before.\n  continue with: {continue_command(jobs[chunk[0]][0], multirun=True)}", file=sys.stderr)
+            sys.exit(130)
         except Exception as e:  # noqa: BLE001 - as for an ordinary job: recorded, the sweep goes on
             message = one_line(e)
             print(f"dltrain: fused group failed: {message}", file=sys.stderr)

@@ -398,3 +398,21 @@ def test_cifar_reads_batches_pickled_by_numpy_1(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(old)
     x, y = read_cifar_batch(tmp_path / "data_batch_1")
     assert np.array_equal(x.numpy().reshape(3, -1), entry[b"data"]) and y.tolist() == entry[b"labels"]
+
+
+def test_the_synthetic_data_set_does_not_depend_on_the_default_dtype():
+    """Found as an order-dependent failure: a float64 test generated (and cached) another synthetic data set,
+    and the runs after it in the same process trained and evaluated on that one."""
+    from dltrain.config import compose_config
+    from dltrain.data.datasets import synthetic
+
+    data = compose_config(["data=synthetic"]).data
+    plain = synthetic(data)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        wide = synthetic(data)
+    finally:
+        torch.set_default_dtype(before)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(plain, name), getattr(wide, name)), name

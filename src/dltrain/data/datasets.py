@@ -162,11 +162,13 @@ def synthetic(cfg: DictConfig) -> Splits:
     Faint enough that a model needs a few epochs, so that training choices still show differences."""
     g = torch.Generator().manual_seed(1234)
     shape = tuple(cfg.in_shape)
-    templates = 0.5 + 0.1 * torch.randn((cfg.num_classes, *shape), generator=g)
+    # float32 always: randn draws other numbers in another dtype, and the data must not depend on the process's
+    # default dtype (a run from Python under float64 would otherwise cache a different data set)
+    templates = 0.5 + 0.1 * torch.randn((cfg.num_classes, *shape), generator=g, dtype=torch.float32)
 
     def sample(n: int):
         y = torch.randint(cfg.num_classes, (n,), generator=g)
-        x = templates[y] + cfg.noise * torch.randn((n, *shape), generator=g)
+        x = templates[y] + cfg.noise * torch.randn((n, *shape), generator=g, dtype=torch.float32)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
     train_x, train_y = sample(cfg.train_size)

@@ -210,6 +210,7 @@ def weight_noise(option):
     seen.clear()
     handles = [m.register_forward_pre_hook(keep) for m in layers]
     before_second = params(opt)
+    opt.state.step += 1  # what train_epoch does after a step: the noise is a function of the step count
     step(opt, batch)
     for h in handles:
         h.remove()

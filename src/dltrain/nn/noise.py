@@ -35,14 +35,20 @@ _M1, _M2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
 
 def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
     """Logical right shift of int64 words (torch's >> is arithmetic)."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
+    return (x >> k).bitwise_and_((1 << (64 - k)) - 1)
+
+
+def _mix64_(x: torch.Tensor) -> torch.Tensor:
+    """mix64 in place: on the CPU a fresh 64-bit tensor per op (page faults for large ones) costs as much as
+    the op itself."""
+    for shift, multiplier in ((30, _M1), (27, _M2)):
+        x.bitwise_xor_(_srl(x, shift)).mul_(multiplier)
+    return x.bitwise_xor_(_srl(x, 31))
 
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64's finaliser: a bijection of 64-bit words with full avalanche."""
-    x = (x ^ _srl(x, 30)) * _M1
-    x = (x ^ _srl(x, 27)) * _M2
-    return x ^ _srl(x, 31)
+    return _mix64_(x.clone())
 
 
 def mix64_int(x: int) -> int:
@@ -62,13 +68,13 @@ def derive_key(seed: int, name: str) -> int:
 def stream(key: torch.Tensor, counter: torch.Tensor | int) -> torch.Tensor:
     """The seed word of the stream (key, counter); any broadcastable int64 shapes, or a Python int counter."""
     spread = _signed(counter * GAMMA + 1) if isinstance(counter, int) else counter * GAMMA + 1
-    return mix64(mix64(key + GAMMA) ^ spread)
+    return _mix64_(_mix64_(key + GAMMA) ^ spread)
 
 
 def words(seed: torch.Tensor, n: int) -> torch.Tensor:
     """Elements 0..n-1 of the streams `seed` ([*] int64 words): [*, n] uniform 64-bit words."""
-    index = torch.arange(1, n + 1, device=seed.device, dtype=torch.int64)
-    return mix64(seed.unsqueeze(-1) + index * GAMMA)
+    index = torch.arange(1, n + 1, device=seed.device, dtype=torch.int64).mul_(GAMMA)
+    return _mix64_(index + seed.unsqueeze(-1))
 
 
 def _halves(seed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,10 +112,10 @@ def normal(seed: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     n = math.prod(shape)
     dtype = dtype or torch.get_default_dtype()
     high, low = _halves(seed, n)
-    u1 = (high.to(dtype) + 0.5) * 2.0 ** -32  # in (0, 1): log(u1) is finite
-    theta = low.to(dtype) * (2.0 ** -32 * 2 * math.pi)
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    z = torch.cat((r * torch.cos(theta), r * torch.sin(theta)), dim=-1)[..., :n]
+    u1 = high.to(dtype).add_(0.5).mul_(2.0 ** -32)  # in (0, 1): log(u1) is finite
+    theta = low.to(dtype).mul_(2.0 ** -32 * 2 * math.pi)
+    r = u1.log_().mul_(-2.0).sqrt_()
+    z = torch.cat((torch.cos(theta).mul_(r), theta.sin_().mul_(r)), dim=-1)[..., :n]
     return z.reshape(*seed.shape, *shape)
 
 

@@ -9,6 +9,7 @@ import torch
 from dltrain.checkpoint import load
 from dltrain.fused.group import FusedGroup
 from dltrain.fused.grouping import group_jobs, structure, unfusible_reason
+from dltrain.nn.noise import stochastic_modules
 from dltrain.trainer import Trainer
 from tests.conftest import read_metrics, read_scalars
 
@@ -162,6 +163,8 @@ def test_the_same_seed_gives_the_same_masks_and_another_seed_others(fast_cfg, tm
     a, b, c = (dict(t.model.named_parameters()) for t in trainers)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["head.weight"], c["head.weight"])
+    keys = [[int(m.key) for m in stochastic_modules(t.model).values()] for t in trainers]
+    assert len(keys[0]) == 2 and keys[0] == keys[1] and all(x != y for x, y in zip(keys[0], keys[2]))
     assert not torch.equal(a["head.weight"], dict(plain.model.named_parameters())["head.weight"])
     assert all(r["status"] == "completed" for r in results), [r["final"]["val/acc"] for r in results]
 

@@ -177,3 +177,13 @@ def test_the_counters_round_trip_through_a_checkpoint_dict():
     assert not torch.equal(a(x), b(x))                                # the weights alone do not continue a run
     noise.load_counters(b, noise.counters(a))
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_draws_the_same_numbers_as_the_cpu():
+    s = seeds((3, 1), (4, 2))
+    assert torch.equal(noise.keep_mask(s.cuda(), (1000,), torch.tensor(0.3).cuda()).cpu(),
+                       noise.keep_mask(s, (1000,), torch.tensor(0.3)))
+    assert torch.equal(noise.bits32(s.cuda(), 1001).cpu(), noise.bits32(s, 1001))
+    torch.testing.assert_close(noise.normal(s.cuda(), (1001,), torch.float64).cpu(),
+                               noise.normal(s, (1001,), torch.float64), rtol=1e-12, atol=1e-12)

@@ -24,7 +24,7 @@ from torch import nn
 from dltrain.config import compose_config
 from dltrain.models import build_model
 from dltrain.nn.regularizers import Dropout, GaussianNoise
-from dltrain.nn.weight_noise import noisy_weights, weight_keys
+from dltrain.nn.weight_noise import noisy_weights, restored, weight_keys
 from dltrain.optim import split_parameters
 
 
@@ -51,16 +51,11 @@ def torch_twin(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def torch_weight_noise(weights, std):
-    with torch.no_grad():
-        clean = [w.detach().clone() for w in weights]
-        for w in weights:
-            w.add_(torch.randn_like(w) * std)
-    try:
-        yield
-    finally:
+    with restored(weights):
         with torch.no_grad():
-            for w, c in zip(weights, clean):
-                w.copy_(c)
+            for w in weights:
+                w.add_(torch.randn_like(w) * std)
+        yield
 
 
 def stepper(model, batch, device, weight_noise=None):

@@ -76,6 +76,17 @@ def assert_same_members(fused_trainers, plain_trainers, fused_results, plain_res
         assert abs(fr["final"]["val/loss"] - pr["final"]["val/loss"]) < 1e-4
 
 
+def one_group_against_its_runs(fast_cfg, tmp_path, common, variants):
+    """The variants as one fused group and one by one; asserts they end the same; (fused, plain) trainers."""
+    plain_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "plain")
+    fused_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "fused")
+    assert len(group_jobs(fused_cfgs)[0]) == 1 and not group_jobs(fused_cfgs)[1]  # one group of all four
+    plain_trainers, plain_results = ordinary(plain_cfgs)
+    fused_trainers, fused_results = fused(fused_cfgs)
+    assert_same_members(fused_trainers, plain_trainers, fused_results, plain_results)
+    return fused_trainers, plain_trainers
+
+
 @pytest.mark.parametrize("common", [
     ["optimizer=momentum", "norm=batch"],                       # SGD with momentum, batch norm's running stats
     ["optimizer=adam", "norm=none"],
@@ -88,12 +99,7 @@ def test_a_fused_group_trains_each_member_as_its_own_run(fast_cfg, tmp_path, one
     lrs = {"optimizer=adam": (1e-3, 3e-3), "optimizer=adamw": (1e-3, 3e-3), "optimizer=rmsprop": (1e-3, 3e-3),
            "optimizer=adagrad": (0.01, 0.03)}.get(common[0], (0.02, 0.05))
     variants = [[f"optimizer.lr={lr}", f"seed={seed}"] for lr in lrs for seed in (0, 1)]
-    plain_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "plain")
-    fused_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "fused")
-    assert len(group_jobs(fused_cfgs)[0]) == 1 and not group_jobs(fused_cfgs)[1]  # one group of all four
-    plain_trainers, plain_results = ordinary(plain_cfgs)
-    fused_trainers, fused_results = fused(fused_cfgs)
-    assert_same_members(fused_trainers, plain_trainers, fused_results, plain_results)
+    fused_trainers, plain_trainers = one_group_against_its_runs(fast_cfg, tmp_path, common, variants)
     # the members really differ from each other (different seeds and learning rates)
     w = [next(iter(t.model.state_dict().values())) for t in fused_trainers]
     assert all(not torch.equal(w[0], other) for other in w[1:])
@@ -144,12 +150,7 @@ def test_members_with_their_own_regularizer_strengths_draw_their_own_runs_masks_
         strength = f"regularizer.drop_path={other}" if resnet else f"regularizer.dropconnect={other}"
         variants.append([f"optimizer.lr={lr}", f"seed={seed}", f"regularizer.dropout={drop}", strength,
                          f"regularizer.input_noise={noise_std}", f"regularizer.weight_noise={weight_std}"])
-    plain_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "plain")
-    fused_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "fused")
-    assert len(group_jobs(fused_cfgs)[0]) == 1 and not group_jobs(fused_cfgs)[1]  # one group of all four
-    plain_trainers, plain_results = ordinary(plain_cfgs)
-    fused_trainers, fused_results = fused(fused_cfgs)
-    assert_same_members(fused_trainers, plain_trainers, fused_results, plain_results)
+    fused_trainers, plain_trainers = one_group_against_its_runs(fast_cfg, tmp_path, common, variants)
     for f, p in zip(fused_trainers, plain_trainers):  # the counters a resume continues from: its run's
         assert load(f.out_dir / "checkpoints" / "last.pt")["noise"] == load(p.out_dir / "checkpoints" / "last.pt")["noise"]
 

@@ -8,8 +8,8 @@ and the numbers are computed from them with integer tensor ops only: the same on
 vmapped or compiled, and a run's masks depend only on its seed and on how many training passes it has made.
 
 The generator is SplitMix64 (Steele, Lea & Flood 2014, the seeder of xoroshiro; passes BigCrush): element i of
-the stream with 64-bit seed s is mix64(s + (i + 1)·γ), γ = 2^64/φ. A stream's seed is mix64 of the key and
-the counter folded in. torch has no unsigned 64-bit arithmetic: int64 multiplication wraps modulo 2^64 as the
+the stream with 64-bit seed s is mix64(s + (i + 1)·γ), γ = 2^64/φ; a stream's seed s is itself output
+`counter` of the SplitMix64 sequence whose state is the key. torch has no unsigned 64-bit arithmetic: int64 multiplication wraps modulo 2^64 as the
 unsigned one does, and a logical right shift is the arithmetic one with the sign-extended bits masked off.
 """
 from __future__ import annotations
@@ -66,9 +66,11 @@ def derive_key(seed: int, name: str) -> int:
 
 
 def stream(key: torch.Tensor, counter: torch.Tensor | int) -> torch.Tensor:
-    """The seed word of the stream (key, counter); any broadcastable int64 shapes, or a Python int counter."""
-    spread = _signed(counter * GAMMA + 1) if isinstance(counter, int) else counter * GAMMA + 1
-    return _mix64_(_mix64_(key + GAMMA) ^ spread)
+    """The seed word of the stream (key, counter): output `counter` of SplitMix64 seeded with the key (keys are
+    mixed words already, derive_key); any broadcastable int64 shapes, or a Python int counter. One mix64 of a
+    scalar: on a GPU each of its ops is a kernel launch, per layer and step."""
+    spread = _signed(counter * GAMMA) if isinstance(counter, int) else counter * GAMMA
+    return _mix64_(key + spread)
 
 
 def words(seed: torch.Tensor, n: int) -> torch.Tensor:

@@ -25,22 +25,30 @@ def weight_keys(names: list[str], seed: int) -> torch.Tensor:
 def add_noise(weights: list[torch.Tensor], std, keys: torch.Tensor, counter: int) -> None:
     """w += std·ε for each weight. One run: keys [W], std a float. A stacked model (weights [M, …]): keys
     [W, M] and std an [M] tensor, member m's slice getting exactly what its own run would."""
-    for w, key in zip(weights, keys):
-        eps = noise.normal(noise.stream(key.to(w.device), counter), w.shape[key.dim():], w.dtype)
+    seeds = noise.stream(keys, counter)  # every weight's stream in one go (a few ops, not a few per weight)
+    for w, seed in zip(weights, seeds):
+        eps = noise.normal(seed, w.shape[seed.dim():], w.dtype)
         scale = std.view(std.shape + (1,) * (w.dim() - 1)) if torch.is_tensor(std) else std
         w.add_(eps * scale)
 
 
 @contextmanager
-def noisy_weights(weights: list[torch.Tensor], std, keys: torch.Tensor, counter: int):
-    """Inside: every tensor of `weights` has its own noise added (add_noise); on leaving, the exact clean
-    values come back (a copy, not a subtraction: w + ε − ε is not w in floating point)."""
+def restored(weights: list[torch.Tensor]):
+    """On leaving, the exact values `weights` had on entering (a copy, not a subtraction: w + ε − ε is not w in
+    floating point)."""
     with torch.no_grad():
         clean = [w.detach().clone() for w in weights]
-    add_noise(weights, std, keys, counter)
     try:
         yield
     finally:
         with torch.no_grad():
             for w, c in zip(weights, clean):
                 w.copy_(c)
+
+
+@contextmanager
+def noisy_weights(weights: list[torch.Tensor], std, keys: torch.Tensor, counter: int):
+    """Inside: every tensor of `weights` has its own noise added (add_noise); on leaving, the clean ones."""
+    with restored(weights):
+        add_noise(weights, std, keys, counter)
+        yield

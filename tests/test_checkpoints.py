@@ -25,7 +25,7 @@ from dltrain.resume import SAFE_TO_CHANGE, unsafe_changes
 
 SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
 KEYS = {"format", "model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "batch", "data_order", "best",
-        "final", "status", "callbacks", "rng", "config", "overrides", "versions", "threads"}
+        "final", "status", "callbacks", "rng", "noise", "config", "overrides", "versions", "threads"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -9,6 +9,7 @@ import torch
 from dltrain.checkpoint import load
 from dltrain.fused.group import FusedGroup
 from dltrain.fused.grouping import group_jobs, structure, unfusible_reason
+from dltrain.nn.noise import stochastic_modules
 from dltrain.trainer import Trainer
 from tests.conftest import read_metrics, read_scalars
 
@@ -75,6 +76,17 @@ def assert_same_members(fused_trainers, plain_trainers, fused_results, plain_res
         assert abs(fr["final"]["val/loss"] - pr["final"]["val/loss"]) < 1e-4
 
 
+def one_group_against_its_runs(fast_cfg, tmp_path, common, variants):
+    """The variants as one fused group and one by one; asserts they end the same; (fused, plain) trainers."""
+    plain_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "plain")
+    fused_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "fused")
+    assert len(group_jobs(fused_cfgs)[0]) == 1 and not group_jobs(fused_cfgs)[1]  # one group of all four
+    plain_trainers, plain_results = ordinary(plain_cfgs)
+    fused_trainers, fused_results = fused(fused_cfgs)
+    assert_same_members(fused_trainers, plain_trainers, fused_results, plain_results)
+    return fused_trainers, plain_trainers
+
+
 @pytest.mark.parametrize("common", [
     ["optimizer=momentum", "norm=batch"],                       # SGD with momentum, batch norm's running stats
     ["optimizer=adam", "norm=none"],
@@ -87,12 +99,7 @@ def test_a_fused_group_trains_each_member_as_its_own_run(fast_cfg, tmp_path, one
     lrs = {"optimizer=adam": (1e-3, 3e-3), "optimizer=adamw": (1e-3, 3e-3), "optimizer=rmsprop": (1e-3, 3e-3),
            "optimizer=adagrad": (0.01, 0.03)}.get(common[0], (0.02, 0.05))
     variants = [[f"optimizer.lr={lr}", f"seed={seed}"] for lr in lrs for seed in (0, 1)]
-    plain_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "plain")
-    fused_cfgs = member_configs(fast_cfg, tmp_path, common, variants, "fused")
-    assert len(group_jobs(fused_cfgs)[0]) == 1 and not group_jobs(fused_cfgs)[1]  # one group of all four
-    plain_trainers, plain_results = ordinary(plain_cfgs)
-    fused_trainers, fused_results = fused(fused_cfgs)
-    assert_same_members(fused_trainers, plain_trainers, fused_results, plain_results)
+    fused_trainers, plain_trainers = one_group_against_its_runs(fast_cfg, tmp_path, common, variants)
     # the members really differ from each other (different seeds and learning rates)
     w = [next(iter(t.model.state_dict().values())) for t in fused_trainers]
     assert all(not torch.equal(w[0], other) for other in w[1:])
@@ -119,19 +126,48 @@ def test_the_optimizer_state_in_a_members_checkpoint_is_what_torch_holds(fast_cf
             assert relative_error(sf[k]["exp_avg_sq"], sp[k]["exp_avg_sq"]) < 1e-5
 
 
-def test_dropout_draws_its_own_masks_for_each_member(fast_cfg, tmp_path, one_thread):
-    """Two members with the same seed and lr: identical without dropout, different with it (vmap's
-    randomness="different"); a dropout member's masks are not its own run's, so only its start is exact."""
-    same = [["seed=0"], ["seed=0"]]
-    without = fused(member_configs(fast_cfg, tmp_path, [], same, "nodrop"))[0]
-    with_dropout, results = fused(member_configs(fast_cfg, tmp_path, ["regularizer=dropout"], same, "drop"))
-    a, b = (next(t.model.parameters()) for t in without)
-    assert torch.equal(a, b)
-    a, b = (next(t.model.parameters()) for t in with_dropout)
-    assert not torch.equal(a, b)
-    init = [load(t.out_dir / "checkpoints" / "init.pt")["model"] for t in with_dropout]
-    assert all(torch.equal(init[0][k], init[1][k]) for k in init[0])
-    assert all(r["status"] == "completed" and r["final"]["val/acc"] > 0.2 for r in results)
+STOCHASTIC = "regularizer=[dropout,dropconnect,input_noise,weight_noise]"
+
+
+@pytest.mark.parametrize("common", [
+    ["optimizer=momentum", "norm=batch", STOCHASTIC],
+    ["optimizer=adam", "norm=none", STOCHASTIC],
+    ["model=resnet", "model.depth=1", "model.width=4", "optimizer=momentum", "norm=batch",
+     "regularizer=[dropout,drop_path,input_noise,weight_noise]", "trainer.limit_val_batches=1"],
+], ids=["momentum-bn-mlp", "adam-mlp", "momentum-bn-resnet-drop_path"])
+def test_members_with_their_own_regularizer_strengths_draw_their_own_runs_masks_and_noise(
+        fast_cfg, tmp_path, one_thread, float64, common):
+    """Dropout, DropConnect, drop path, input noise and weight noise in one group of four, each member with its
+    own seed, lr and strengths (one without weight noise): every member's masks and noise are its own run's
+    (nn/noise.py: keys from the seed, counters per member), so its parameters after 20 steps are its run's."""
+    resnet = "model=resnet" in common
+    variants = []
+    for k, (lr, seed, drop, other, noise_std, weight_std) in enumerate([
+            (0.02, 0, 0.1, 0.3, 0.1, 0.0), (0.05, 1, 0.3, 0.1, 0.2, 0.01),
+            (0.03, 2, 0.5, 0.2, 0.05, 0.02), (0.04, 3, 0.2, 0.4, 0.3, 0.005)]):
+        if "optimizer=adam" in common:
+            lr /= 20
+        strength = f"regularizer.drop_path={other}" if resnet else f"regularizer.dropconnect={other}"
+        variants.append([f"optimizer.lr={lr}", f"seed={seed}", f"regularizer.dropout={drop}", strength,
+                         f"regularizer.input_noise={noise_std}", f"regularizer.weight_noise={weight_std}"])
+    fused_trainers, plain_trainers = one_group_against_its_runs(fast_cfg, tmp_path, common, variants)
+    for f, p in zip(fused_trainers, plain_trainers):  # the counters a resume continues from: its run's
+        assert load(f.out_dir / "checkpoints" / "last.pt")["noise"] == load(p.out_dir / "checkpoints" / "last.pt")["noise"]
+
+
+def test_the_same_seed_gives_the_same_masks_and_another_seed_others(fast_cfg, tmp_path, one_thread):
+    """Two members with seed 0 and one with seed 1, all with dropout: the first two end equal (their keys are
+    their seed's), the third differs; none of them equals a run without dropout."""
+    trainers, results = fused(member_configs(fast_cfg, tmp_path, ["regularizer=dropout"],
+                                             [["seed=0"], ["seed=0"], ["seed=1"]], "drop"))
+    plain = ordinary([fast_cfg(*STEPS, "seed=0", output_dir=tmp_path / "nodrop")])[0][0]
+    a, b, c = (dict(t.model.named_parameters()) for t in trainers)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+    keys = [[int(m.key) for m in stochastic_modules(t.model).values()] for t in trainers]
+    assert len(keys[0]) == 2 and keys[0] == keys[1] and all(x != y for x, y in zip(keys[0], keys[2]))
+    assert not torch.equal(a["head.weight"], dict(plain.model.named_parameters())["head.weight"])
+    assert all(r["status"] == "completed" for r in results), [r["final"]["val/acc"] for r in results]
 
 
 def test_a_diverging_member_leaves_the_others_unchanged(fast_cfg, tmp_path, one_thread):
@@ -181,8 +217,20 @@ def test_the_group_key_ignores_fusible_values_only(fast_cfg, tmp_path):
     assert structure(fast_cfg("init=normal", output_dir=tmp_path / "c")) == structure(
         fast_cfg(*fusible, output_dir=tmp_path / "d"))
     for defining in ("model.width=64", "optimizer=adam", "norm=batch", "data.batch_size=32", "regularizer.dropout=0.1",
-                     "activation=tanh", "scheduler=cosine"):
+                     "regularizer.dropconnect=0.1", "regularizer.input_noise=0.1", "activation=tanh", "scheduler=cosine"):
         assert structure(base) != structure(fast_cfg(defining, output_dir=tmp_path / "e")), defining
+    # a strength's value is fusible (the layer holds it in a buffer); whether the layer exists (> 0) is not
+    strengths = [("regularizer.dropout=0.1", "regularizer.dropout=0.5"),
+                 ("regularizer.dropconnect=0.2", "regularizer.dropconnect=0.3"),
+                 ("regularizer.input_noise=0.1", "regularizer.input_noise=0.3"),
+                 ("regularizer.weight_noise=0.01", "regularizer.weight_noise=0.0")]
+    for one, other in strengths:
+        assert structure(fast_cfg(one, output_dir=tmp_path / "s")) == structure(fast_cfg(other, output_dir=tmp_path / "t"))
+    resnet = ("model=resnet", "model.depth=1", "model.width=4")
+    assert structure(fast_cfg(*resnet, "regularizer.drop_path=0.1", output_dir=tmp_path / "r")) == structure(
+        fast_cfg(*resnet, "regularizer.drop_path=0.3", output_dir=tmp_path / "s"))
+    assert structure(fast_cfg(*resnet, "regularizer.drop_path=0.1", output_dir=tmp_path / "r")) != structure(
+        fast_cfg(*resnet, output_dir=tmp_path / "s"))
     assert "L-BFGS" in (unfusible_reason(fast_cfg("optimizer=lbfgs", output_dir=tmp_path / "f")) or "") or \
         "LBFGS" in unfusible_reason(fast_cfg("optimizer=lbfgs", output_dir=tmp_path / "f"))
     assert "Adadelta" in unfusible_reason(fast_cfg("optimizer=adadelta", output_dir=tmp_path / "g"))

@@ -24,7 +24,7 @@ from dltrain.callbacks.ema import EMA
 from dltrain.callbacks.progress import ProgressBar
 from dltrain.config import config_dir
 from dltrain.data.augment import build_augment
-from dltrain.nn.regularizers import DropConnectLinear, DropPath, GaussianNoise
+from dltrain.nn.regularizers import DropConnectLinear, Dropout, DropPath, GaussianNoise
 from tests.effect_probe import (assert_update, batches, compose, params, ready, recording, relative_error,
                                 standardised, step, val_loss, weight_names)
 from tests.test_shipped_defaults import pinned
@@ -93,7 +93,7 @@ def dropout(option):
     p = float(opt.cfg.regularizer.dropout)
     same_start(base, opt)
     eval_unchanged(base, opt)
-    with recording(opt.model, nn.Dropout) as calls:
+    with recording(opt.model, Dropout) as calls:
         step(opt, batches(opt))
     assert len(calls) == opt.cfg.model.depth  # after every hidden activation
     dropped = kept = 0
@@ -210,6 +210,7 @@ def weight_noise(option):
     seen.clear()
     handles = [m.register_forward_pre_hook(keep) for m in layers]
     before_second = params(opt)
+    opt.state.step += 1  # what train_epoch does after a step: the noise is a function of the step count
     step(opt, batch)
     for h in handles:
         h.remove()

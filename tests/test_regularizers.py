@@ -10,7 +10,7 @@ from torch import nn
 from dltrain.config import compose_config, config_dir
 from dltrain.models import build_model
 from dltrain.nn.penalties import add_penalty_gradients
-from dltrain.nn.regularizers import DropConnectLinear, DropPath, GaussianNoise
+from dltrain.nn.regularizers import DropConnectLinear, Dropout, DropPath, GaussianNoise
 from dltrain.optim import split_parameters
 
 OFF = {"l1": 0.0, "l2": 0.0, "dropout": 0.0, "dropconnect": 0.0, "drop_path": 0.0, "label_smoothing": 0.0,
@@ -108,7 +108,7 @@ def test_zero_penalties_leave_gradients_alone():
 def test_dropout_keeps_the_expectation_and_is_off_in_eval():
     model = build_model(compose("regularizer=dropout", "model.depth=1", "model.width=16"))
     drop = model.backbone.block0[-1]
-    assert isinstance(drop, nn.Dropout) and drop.p == 0.2
+    assert isinstance(drop, Dropout) and drop.p == 0.2
     torch.manual_seed(0)
     x = torch.ones(200_000)
     y = drop(x)

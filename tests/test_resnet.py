@@ -9,7 +9,7 @@ from torch import nn
 from dltrain.config import ConfigError, compose_config
 from dltrain.models import build_model
 from dltrain.models.resnet import ResNet
-from dltrain.nn.regularizers import DropPath
+from dltrain.nn.regularizers import Dropout, DropPath
 
 relu = nn.ReLU
 
@@ -151,7 +151,7 @@ def test_activation_factory_gives_every_unit_its_own_module():
 
 def test_dropout_before_the_classifier():
     model = resnet(dropout=0.3)
-    assert isinstance(model.backbone.dropout, nn.Dropout) and model.backbone.dropout.p == 0.3
+    assert isinstance(model.backbone.dropout, Dropout) and model.backbone.dropout.p == 0.3
 
 
 @pytest.mark.parametrize("kwargs,match", [

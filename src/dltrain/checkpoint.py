@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from dltrain.nn import noise
 from dltrain.runinfo import atomic_file, library_versions
 
 log = logging.getLogger("dltrain")
@@ -156,6 +157,7 @@ def snapshot(trainer) -> dict:
         "status": s.status,
         "callbacks": {name: c.state_dict() for name, c in stateful_callbacks(trainer.callbacks).items()},
         "rng": rng_state(),
+        "noise": noise.counters(trainer.model),  # dropout's and input noise's call counters (nn/noise.py)
         "config": OmegaConf.to_container(trainer.cfg, resolve=True),
         "overrides": [str(o) for o in trainer.overrides],
         "versions": library_versions(),
@@ -166,6 +168,7 @@ def snapshot(trainer) -> dict:
 def restore(trainer, checkpoint: dict) -> None:
     """Put back everything but the random generators (restore_rng does those, last)."""
     trainer.model.load_state_dict(checkpoint["model"])
+    noise.load_counters(trainer.model, checkpoint.get("noise", {}))
     trainer.optimizer.load_state_dict(checkpoint["optimizer"])
     if trainer.schedule is not None and checkpoint.get("scheduler") is not None:
         trainer.schedule.load_state_dict(checkpoint["scheduler"])

@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 from dltrain import precision
 from dltrain.nn.penalties import add_penalty_gradients
-from dltrain.nn.weight_noise import noisy_weights
+from dltrain.nn.noise import fold
+from dltrain.nn.weight_noise import noisy_weights, weight_keys
 from dltrain.optim import split_parameters
 
 
@@ -22,7 +23,7 @@ class OptimizerStep:
     """`step(micro)` → (the step's loss, the detached (logits, labels) of each micro-batch, sample count)."""
 
     def __init__(self, cfg: DictConfig, model: torch.nn.Module, net: torch.nn.Module, optimizer, loss_fn,
-                 device: torch.device):
+                 device: torch.device, state):
         t = cfg.trainer
         self.model, self.net, self.optimizer, self.loss_fn = model, net, optimizer, loss_fn
         # An optimizer whose step() requires a closure evaluates the loss itself, maybe several times (L-BFGS).
@@ -33,6 +34,11 @@ class OptimizerStep:
         # Plain Python copies of what the hot loop reads: OmegaConf attribute access costs microseconds.
         self.l1, self.l2 = float(cfg.regularizer.l1), float(cfg.regularizer.l2)
         self.weight_noise = float(cfg.regularizer.get("weight_noise") or 0.0)
+        if self.weight_noise:  # the noise's keys: one per weight, from the seed (nn/weight_noise.py)
+            names = {id(p): n for n, p in model.named_parameters()}
+            self.noise_keys = weight_keys([names[id(w)] for w in self.weights], int(cfg.seed)).to(device)
+        self.state = state  # the trainer's RunState: the step count is the weight noise's counter
+        self.evaluations = 0  # of the loss in this step (L-BFGS's closure may evaluate it several times)
         self.grad_clip = t.grad_clip
         self.channels_last = bool(t.channels_last)
         self.autocast = precision.autocast(device, str(t.precision))
@@ -57,6 +63,7 @@ class OptimizerStep:
 
             self.optimizer.step(closure)
             result = results[-1]
+            self.evaluations = 0
         else:
             result = self.forward_backward(micro)
             self.optimizer.step()
@@ -73,8 +80,8 @@ class OptimizerStep:
         scaler = self.scaler
         loss_sum = None  # no `0 + tensor`: an extra op per step without accumulation
         outputs = []
-        for x, y in micro:
-            with noisy_weights(self.weights, self.weight_noise) if self.weight_noise else _PLAIN:
+        for j, (x, y) in enumerate(micro):
+            with self.noisy(j) if self.weight_noise else _PLAIN:
                 with self.autocast():
                     logits = self.net(self.to_input(x))
                     loss = self.loss_fn(logits, y)
@@ -88,4 +95,11 @@ class OptimizerStep:
         add_penalty_gradients(self.weights, self.l1, self.l2)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.reevaluates:
+            self.evaluations += 1
         return loss_sum, outputs, total
+
+    def noisy(self, micro_batch: int):
+        """The weights at w + ε for micro-batch `micro_batch` of this step (and this evaluation of the loss)."""
+        counter = fold(self.state.step, micro_batch, self.evaluations)
+        return noisy_weights(self.weights, self.weight_noise, self.noise_keys, counter)

@@ -61,7 +61,8 @@ class Trainer:
         # model, data, optimizer, schedule, loss_fn, metric_fns, length, ema, memory_estimate: the run's parts
         vars(self).update(vars(build_run(cfg, self.device, self.dist.rank, self.dist.world_size)))
         self.net = wrap(self.model, t, self.device, log.warning)
-        self.step_fn = OptimizerStep(cfg, self.model, self.net, self.optimizer, self.loss_fn, self.device)
+        self.step_fn = OptimizerStep(cfg, self.model, self.net, self.optimizer, self.loss_fn, self.device,
+                                     self.state)
         self.scaler, self.autocast, self.to_input = self.step_fn.scaler, self.step_fn.autocast, self.step_fn.to_input
         # Plain copies of what the loop and the callbacks read (OmegaConf attribute access costs microseconds).
         self.log_every, self.checkpoint_every = t.log_every_n_steps, t.checkpoint_every_n_steps or 0

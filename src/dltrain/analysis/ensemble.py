@@ -26,11 +26,12 @@ class Ensemble(nn.Module):
 
 
 def drop_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers that draw a random mask in train mode: dropout, DropConnect, drop-path."""
-    from dltrain.nn.regularizers import DropConnectLinear, DropPath
+    """The layers that draw a random mask in train mode: dropout, DropConnect, drop-path (torch's own dropout
+    too, for a model that has it)."""
+    from dltrain.nn.regularizers import dropout_layers
 
-    return [m for m in model.modules() if isinstance(m, (nn.modules.dropout._DropoutNd, DropConnectLinear, DropPath))
-            and getattr(m, "p", 0) > 0]
+    return dropout_layers(model) + [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
+                                    and m.p > 0]
 
 
 class MCDropout(nn.Module):

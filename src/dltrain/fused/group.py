@@ -36,6 +36,8 @@ from dltrain.errors import Diverged, Interrupted, Pruned, one_line
 from dltrain.fused.compiled import CompiledStep
 from dltrain.fused.optim import StackedOptimizer
 from dltrain.fused.stack import StackedModel
+from dltrain.nn.noise import fold
+from dltrain.nn.weight_noise import add_noise, weight_keys
 from dltrain.optim import split_parameters
 from dltrain.signals import StopSignals
 
@@ -87,12 +89,15 @@ class FusedGroup:
         self.weight_names = [names[id(p)] for p in weights]
         self.l1 = self.per_member(lambda t: float(t.cfg.regularizer.l1))
         self.l2 = self.per_member(lambda t: float(t.cfg.regularizer.l2))
+        self.weight_noise = self.per_member(lambda t: float(t.cfg.regularizer.get("weight_noise") or 0.0))
+        self.noise_keys = torch.stack([weight_keys(self.weight_names, int(t.cfg.seed)) for t in self.members],
+                                      dim=1).to(self.device) if bool(self.weight_noise.any()) else None
         self.grad_clip = lead.t.grad_clip
         same_loss = len({str(t.cfg.loss) for t in self.members}) == 1
         self.loss_fns = None if same_loss else [t.loss_fn for t in self.members]
         self.batched_loss = torch.func.vmap(lead.loss_fn) if same_loss else None
         self.batched_metrics = {name: torch.func.vmap(fn) for name, fn in lead.metric_fns.items()}
-        torch.manual_seed(int(lead.cfg.seed))  # the group's dropout masks (vmap draws them per member)
+        torch.manual_seed(int(lead.cfg.seed))  # the group's augmentation (dropout and noise: each member's own keys)
         self._mask_of = None
         self.compiled = CompiledStep(self) if lead.t.compile else None  # trainer.compile: fused/compiled.py
         for t in self.members if self.compiled is not None else ():
@@ -293,6 +298,7 @@ class FusedGroup:
             return self.compiled(x, y)
         model = self.model
         model.zero_grad()
+        clean = self.add_weight_noise()
         logits = model(x)
         losses = self.losses(logits, y)
         if self._mask_of != self.active:  # rebuilt when a member ends, not every step (a host→device copy)
@@ -301,6 +307,7 @@ class FusedGroup:
             self._mask, self._mask_of = self._mask.to(losses.device), list(self.active)
         # Each member's gradient is the gradient of its own mean loss; ended members contribute nothing.
         torch.where(self._mask, losses, torch.zeros_like(losses)).sum().backward()
+        self.remove_weight_noise(clean)
         self.penalties_and_clipping()
         self.optimizer.step()
         return losses.detach(), logits.detach()
@@ -310,6 +317,24 @@ class FusedGroup:
         if self.batched_loss is not None:
             return self.batched_loss(logits, y)
         return torch.stack([fn(logits[m], y[m]) for m, fn in enumerate(self.loss_fns)])
+
+    def add_weight_noise(self) -> list[torch.Tensor] | None:
+        """step.py's weight noise, per member: its own std and keys, the step count as the counter (the active
+        members step together), so each member's ε is its own run's; returns the clean weights to put back."""
+        if self.noise_keys is None:
+            return None
+        weights = [self.model.params[name] for name in self.weight_names]
+        clean = [w.detach().clone() for w in weights]
+        step = self.members[self.active[0]].state.step
+        add_noise(weights, self.weight_noise, self.noise_keys, fold(step, 0, 0))
+        return clean
+
+    @torch.no_grad()
+    def remove_weight_noise(self, clean: list[torch.Tensor] | None) -> None:
+        """The update is applied to the clean weights (the gradient was taken at the noisy ones)."""
+        if clean is not None:
+            for name, c in zip(self.weight_names, clean):
+                self.model.params[name].copy_(c)
 
     @torch.no_grad()
     def penalties_and_clipping(self) -> None:

@@ -2,9 +2,11 @@
 
 Two jobs belong to one group when their resolved configs are equal once the *fusible* values are removed:
 values each member of a stacked model can hold on its own (the seed, the optimizer's and the schedule's
-numbers, the penalty and loss strengths, the init's scale, the run's length, early stopping). Everything else
-(model class and sizes, activation, norm, optimizer and schedule type, batch size, data, precision, and the
-regularizers that live in a module's attributes: dropout, dropconnect, drop path, input noise) defines it.
+numbers, the penalty and loss strengths, the init's scale, the run's length, early stopping, and the strengths
+of dropout, DropConnect, drop path, input noise and weight noise: each member's layers hold theirs in buffers,
+its keys come from its seed, nn/noise.py). Everything else (model class and sizes, activation, norm, optimizer
+and schedule type, batch size, data, precision) defines it, and so does whether each of dropout, DropConnect,
+drop path and input noise is on (> 0): the layer exists only then, so it is part of the model's structure.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 IDENTITY = ("seed", "name", "resume", "paths")
 OPTIMIZER_NUMBERS = ("lr", "weight_decay", "momentum", "betas", "eps", "alpha", "dampening", "lr_decay",
                      "initial_accumulator_value")
-REGULARIZER_NUMBERS = ("l1", "l2", "label_smoothing", "early_stopping")
+REGULARIZER_NUMBERS = ("l1", "l2", "label_smoothing", "early_stopping", "weight_noise")
+LAYER_STRENGTHS = ("dropout", "dropconnect", "drop_path", "input_noise")  # the value is fusible, > 0 is not
 TRAINER_NUMBERS = ("max_epochs",)
 
 
@@ -38,6 +41,9 @@ def structure(cfg: DictConfig) -> str:
         (node.get("optimizer") or {}).pop(key, None)
     for key in REGULARIZER_NUMBERS:
         node["regularizer"].pop(key, None)
+    for key in LAYER_STRENGTHS:
+        if key in node["regularizer"]:
+            node["regularizer"][key] = node["regularizer"][key] > 0
     for key in TRAINER_NUMBERS:
         node["trainer"].pop(key, None)
     for name in ("scheduler", "init"):  # a schedule's and an init's numbers, not their type

@@ -11,6 +11,7 @@ from torch import nn
 from dltrain.instantiate import instantiate_without
 from dltrain.models import transfer
 from dltrain.nn import init as init_lib
+from dltrain.nn.noise import seed_modules
 
 _OWN_KEYS = ("init_from", "freeze_backbone", "freeze_norm_stats")
 
@@ -29,6 +30,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
         **regularizer_args,
     )
     init_lib.apply(model, instantiate_without(cfg.init))
+    seed_modules(model, int(cfg.seed))  # dropout's and noise's keys: the seed's, drawn from no generator
     report = transfer.load_weights(model, cfg.model.init_from) if cfg.model.get("init_from") else None
     if cfg.model.get("freeze_backbone"):
         transfer.freeze_backbone(model, report, cfg.model.get("init_from"), cfg.model.get("freeze_norm_stats", True))

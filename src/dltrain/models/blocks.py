@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from dltrain.nn.regularizers import DropConnectLinear
+from dltrain.nn.regularizers import DropConnectLinear, Dropout
 
 Factory = Callable[..., nn.Module]
 
@@ -36,5 +36,5 @@ def hidden_block(make_layer: Callable[[int], nn.Module], out_features: int, acti
     else:
         parts += [act]
     if dropout > 0:
-        parts.append(nn.Dropout2d(dropout) if spatial else nn.Dropout(dropout))
+        parts.append(Dropout(dropout, channels=spatial))  # spatial: whole channels, as nn.Dropout2d
     return nn.Sequential(*parts), layer, act

@@ -20,7 +20,7 @@ class CNN(Classifier):
         if min(height, width) >> len(channels) < 1:
             raise ValueError(f"model.channels has {len(channels)} pooling blocks, too many for data.in_shape="
                              f"{list(in_shape)}: each block halves the {height}x{width} image")
-        self.input = GaussianNoise(input_noise)
+        self.input = GaussianNoise(input_noise) if input_noise > 0 else nn.Identity()
         self.backbone = nn.Sequential()
         for i, out_channels in enumerate(channels):
             block, layer, act = hidden_block(

@@ -16,7 +16,7 @@ class MLP(Classifier):
                  input_noise: float = 0.0):
         super().__init__()
         features = math.prod(in_shape)
-        self.input = nn.Sequential(nn.Flatten(), GaussianNoise(input_noise))
+        self.input = nn.Sequential(nn.Flatten(), GaussianNoise(input_noise) if input_noise > 0 else nn.Identity())
         self.backbone = nn.Sequential()
         for i in range(depth):
             block, layer, act = hidden_block(lambda n, f=features: linear(f, n, dropconnect), width, activation,

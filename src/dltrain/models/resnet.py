@@ -17,7 +17,7 @@ from torch import nn
 
 from dltrain.models.base import Classifier
 from dltrain.models.blocks import Factory, width_multiplier
-from dltrain.nn.regularizers import DropPath, GaussianNoise
+from dltrain.nn.regularizers import Dropout, DropPath, GaussianNoise
 
 
 def _norm_act(channels: int, activation: Factory, norm: Factory | None, placement: str):
@@ -43,7 +43,7 @@ class BasicBlock(nn.Module):
         self.branch = nn.Sequential(*unit1, self.conv1, *unit2, self.conv2)
         self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
                          else nn.Conv2d(in_channels, out_channels, 1, stride=stride))
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
         return self.shortcut(x) + self.drop_path(self.branch(x))
@@ -63,7 +63,7 @@ class ResNet(Classifier):
         if dropconnect:
             raise ValueError("regularizer.dropconnect drops weights of hidden fully connected layers; model=resnet "
                              "has none (its only Linear is the classifier). Use dropout or drop_path instead")
-        self.input = GaussianNoise(input_noise)
+        self.input = GaussianNoise(input_noise) if input_noise > 0 else nn.Identity()
         stem = nn.Conv2d(in_channels, width, 3, padding=1)
         self.backbone = nn.Sequential()
         self.backbone.add_module("stem", stem)
@@ -83,7 +83,7 @@ class ResNet(Classifier):
         self.backbone.add_module("final", nn.Sequential(*final))
         self.backbone.add_module("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
         if dropout > 0:
-            self.backbone.add_module("dropout", nn.Dropout(dropout))
+            self.backbone.add_module("dropout", Dropout(dropout))
         self.head = nn.Linear(channels, num_classes)
 
         # (layer, the activation its output reaches next): a block's output feeds the next block's act1.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -14,6 +15,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 # Small and fast: the synthetic data set, a tiny MLP, no progress bar.
 FAST = ["data=synthetic", "model.width=32", "trainer.max_epochs=2", "trainer.progress_bar=false"]
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                   if isinstance(lg, logging.Logger))]
+
+
+@pytest.fixture(autouse=True)
+def logging_as_before():
+    """A run started in-process (dltrain.cli.main, a Hydra launcher) configures logging as a process does: Hydra
+    adds handlers to the root logger that write to that test's captured stdout. Left in place they write into a
+    closed stream in every later test of the process ("--- Logging error ---"), so each test's handlers and
+    levels go when it ends (pytest's own capture handlers stay: pytest removes them)."""
+    before = {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in _loggers()}
+    yield
+    for lg in _loggers():
+        handlers, level, propagate, disabled = before.get(lg, ([], logging.NOTSET, True, False))
+        for h in list(lg.handlers):
+            if h not in handlers and not type(h).__module__.startswith("_pytest"):
+                lg.removeHandler(h)
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
 
 
 def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300, script: str = "train.py",

@@ -44,7 +44,7 @@ def assert_same_weights(trainers, references, tol):
                 assert torch.equal(mine[name], value), name  # num_batches_tracked
 
 
-def test_the_compiled_fused_step_trains_as_the_eager_one(fast_cfg, tmp_path, one_thread, float64):
+def test_the_compiled_fused_step_trains_as_the_eager_one(fast_cfg, tmp_path, one_thread, float64):  # noqa: F811 - the fixture imported above
     from torch._dynamo.utils import counters
 
     plain, plain_results = ordinary(configs(fast_cfg, tmp_path, "plain"))

@@ -114,3 +114,23 @@ def test_resume_refuses_a_changed_config_and_touches_nothing(straight, tmp_path,
     assert "trainer.max_epochs" in err  # named among the keys that may change
     assert {p: p.stat().st_mtime_ns for p in straight.rglob("*") if p.is_file()} == before
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_search_trials_directory_resumes_as_one_run(tmp_path, monkeypatch, capsys):
+    """A trial's saved overrides name its search (hparams_search=…), which only a -m sweep takes; the resume
+    line of one trial's directory leaves it out, as it leaves out the sweep's launcher."""
+    from dltrain import runlock
+    from dltrain.cli.commandline import check_command_line
+
+    run_cli(["-m", "hparams_search=random", "hydra.sweeper.n_trials=1", *FAST, "trainer.max_epochs=1",
+             "hydra.sweep.dir=outputs/search"], cwd=tmp_path, env=ONE_THREAD)
+    (trial,) = (tmp_path / "outputs" / "search").glob("trial=0*")
+    monkeypatch.chdir(tmp_path)
+    try:
+        argv = check_command_line(["train.py", f"resume='{trial}'"])  # quoted: a trial's name holds '='
+    except SystemExit:
+        pytest.fail(capsys.readouterr().err)
+    finally:
+        runlock.release(trial)
+    assert not any(a.startswith("hparams_search") for a in argv) and "data=synthetic" in argv

@@ -63,9 +63,11 @@ class ResumeLine:
             self.problems.extend(untrusted)
             return None
         new_keys = {o.key_or_group.lstrip("+~") for o in parsed}
-        # The sweep's launcher (+launcher=fused, cpu_parallel) ran the job, it is no part of the run: one run
-        # continues without it (and without -m, where a launcher is refused).
-        old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) not in ("resume", "launcher")]
+        # The sweep's launcher (+launcher=fused, cpu_parallel) ran the job and a search's sweeper chose its values
+        # (hparams_search: only hydra.* settings), neither is part of the run: one run continues without them
+        # (and without -m, where both are refused).
+        sweep_only = ("resume", "launcher", "hparams_search")
+        old = [line for line in saved if _key_of(line) not in new_keys and _key_of(line) not in sweep_only]
         given_dir = [o for o in parsed if o.key_or_group == "hydra.run.dir"]
         if given_dir and Path(str(given_dir[0].value())).resolve() != run_dir.resolve():
             self.problems.append(f"hydra.run.dir={given_dir[0].value()}: a resumed run continues in its own "

@@ -116,7 +116,7 @@ MUTATIONS = [
       "seed_modules(model, 0)", "test_fused.py test_noise.py", "every seed draws the same dropout masks"),
     m("noise-counter-not-counting", NN + "noise.py", "        self.calls.add_(1)\n", "",
       "test_noise.py test_option_effects.py", "dropout draws the same mask every step"),
-    m("fused-weight-noise-dropped", "src/dltrain/fused/group.py", "clean = self.add_weight_noise()", "clean = None",
+    m("fused-weight-noise-dropped", "src/dltrain/fused/group.py", "with self.noisy_weights():", "with contextlib.nullcontext():",
       "test_fused.py", "a fused member trains without its weight noise"),
     m("unread-keys-accepted", "src/dltrain/node_keys.py", "    p = schema_key_problems(cfg)\n", "    return []\n",
       "test_unknown_keys.py", "+trainer.foo=1 and optimizer.betaz are silently ignored"),

@@ -37,7 +37,7 @@ from dltrain.fused.compiled import CompiledStep
 from dltrain.fused.optim import StackedOptimizer
 from dltrain.fused.stack import StackedModel
 from dltrain.nn.noise import fold
-from dltrain.nn.weight_noise import add_noise, weight_keys
+from dltrain.nn.weight_noise import noisy_weights, weight_keys
 from dltrain.optim import split_parameters
 from dltrain.signals import StopSignals
 
@@ -298,16 +298,15 @@ class FusedGroup:
             return self.compiled(x, y)
         model = self.model
         model.zero_grad()
-        clean = self.add_weight_noise()
-        logits = model(x)
-        losses = self.losses(logits, y)
-        if self._mask_of != self.active:  # rebuilt when a member ends, not every step (a host→device copy)
-            self._mask = torch.zeros(len(self.members), dtype=torch.bool)
-            self._mask[self.active] = True
-            self._mask, self._mask_of = self._mask.to(losses.device), list(self.active)
-        # Each member's gradient is the gradient of its own mean loss; ended members contribute nothing.
-        torch.where(self._mask, losses, torch.zeros_like(losses)).sum().backward()
-        self.remove_weight_noise(clean)
+        with self.noisy_weights():  # the gradient at the noisy weights, the update to the clean ones
+            logits = model(x)
+            losses = self.losses(logits, y)
+            if self._mask_of != self.active:  # rebuilt when a member ends, not every step (a host→device copy)
+                self._mask = torch.zeros(len(self.members), dtype=torch.bool)
+                self._mask[self.active] = True
+                self._mask, self._mask_of = self._mask.to(losses.device), list(self.active)
+            # Each member's gradient is the gradient of its own mean loss; ended members contribute nothing.
+            torch.where(self._mask, losses, torch.zeros_like(losses)).sum().backward()
         self.penalties_and_clipping()
         self.optimizer.step()
         return losses.detach(), logits.detach()
@@ -318,23 +317,15 @@ class FusedGroup:
             return self.batched_loss(logits, y)
         return torch.stack([fn(logits[m], y[m]) for m, fn in enumerate(self.loss_fns)])
 
-    def add_weight_noise(self) -> list[torch.Tensor] | None:
-        """step.py's weight noise, per member: its own std and keys, the step count as the counter (the active
-        members step together), so each member's ε is its own run's; returns the clean weights to put back."""
+    def noisy_weights(self):
+        """step.py's weight noise, per member (nn/weight_noise.noisy_weights on the stacked weights): its own std
+        and keys, the step count as the counter (the active members step together), so each member's ε is its
+        own run's; on leaving, the clean weights."""
         if self.noise_keys is None:
-            return None
+            return contextlib.nullcontext()
         weights = [self.model.params[name] for name in self.weight_names]
-        clean = [w.detach().clone() for w in weights]
         step = self.members[self.active[0]].state.step
-        add_noise(weights, self.weight_noise, self.noise_keys, fold(step, 0, 0))
-        return clean
-
-    @torch.no_grad()
-    def remove_weight_noise(self, clean: list[torch.Tensor] | None) -> None:
-        """The update is applied to the clean weights (the gradient was taken at the noisy ones)."""
-        if clean is not None:
-            for name, c in zip(self.weight_names, clean):
-                self.model.params[name].copy_(c)
+        return noisy_weights(weights, self.weight_noise, self.noise_keys, fold(step, 0, 0))
 
     @torch.no_grad()
     def penalties_and_clipping(self) -> None:
@@ -379,11 +370,9 @@ class FusedGroup:
 
     def interrupted(self, m: int, e: Interrupted) -> None:
         """Member m's run ends interrupted, as Trainer.fit ends one (last.pt), then its result."""
-        t = self.members[m]
-        with self.logging_of(t):
-            t.record_interruption(e)
-            self.results[m] = t.finish()
-        self.active.remove(m)
+        with self.logging_of(self.members[m]):
+            self.members[m].record_interruption(e)
+        self.end(m)
 
     def end(self, m: int, status: str | None = None, reason: Exception | None = None) -> None:
         """Member m's run ends: its result into metrics.json, out of the group."""

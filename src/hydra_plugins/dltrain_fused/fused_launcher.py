@@ -20,7 +20,6 @@ Importing this module is cheap (Hydra imports every plugin module at start-up): 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -61,24 +60,6 @@ def _sweep_config(hydra_context, config, overrides, idx: int) -> DictConfig:
 def _run(hydra_context, task_function, sweep_config) -> JobReturn:
     return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-
-
-@contextlib.contextmanager
-def _locked(cfgs):
-    """The jobs' directory locks while this process trains them, as `dltrain.cli.run` holds an ordinary job's:
-    another worker's end-of-sweep check sees them running; a second process refuses them (runlock.RunLocked).
-    Jobs handed to joblib workers take their own, in the worker."""
-    from dltrain import runlock
-
-    taken = []
-    try:
-        for cfg in cfgs:
-            if runlock.acquire(cfg.paths.output_dir):
-                taken.append(cfg.paths.output_dir)
-        yield
-    finally:
-        for out in taken:
-            runlock.release(out)
 
 
 def _prepare(cfg: DictConfig):
@@ -187,9 +168,8 @@ class FusedLauncher(Launcher):
         from dltrain.cli.jobs import run_job as run_dltrain_job
 
         HydraConfig.instance().set_config(sweep_configs[i])
-        cfg, overrides = jobs[i]
-        with _locked([cfg]):
-            return run_dltrain_job(cfg, overrides, multirun=True)
+        cfg, overrides = jobs[i]  # its lock is held since its preparation (_prepare)
+        return run_dltrain_job(cfg, overrides, multirun=True)
 
     def train_group(self, members, jobs, sweep_configs) -> dict[int, float]:
         from dltrain.build import pick_device
@@ -271,8 +251,7 @@ class FusedLauncher(Launcher):
         group = FusedGroup(trainers)
         self.say(f"training jobs #{', #'.join(map(str, chunk))} as one stacked model")
         try:
-            with _locked([jobs[i][0] for i in chunk]):
-                results = group.fit()
+            results = group.fit()  # the members' locks are held since their preparation (_prepare)
         except Interrupted as e:  # a stop signal: as an ordinary job's (cli/jobs.py), the sweep stops here
             print(f"dltrain: {e}; each unfinished member's checkpoints/last.pt is saved.\n"
                   f"  continue with: {continue_command(jobs[chunk[0]][0], multirun=True)}", file=sys.stderr)

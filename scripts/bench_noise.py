@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from bench import alternate, ratio, sync  # scripts/bench.py: the same pairing of rounds
 from dltrain.config import compose_config
 from dltrain.models import build_model
 from dltrain.nn.regularizers import Dropout, GaussianNoise
@@ -82,26 +82,20 @@ def stepper(model, batch, device, weight_noise=None):
     return step
 
 
-def timed(step, steps, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
 def compare(ours, theirs, rounds, steps, device):
-    for step in (ours, theirs):  # warm-up
-        timed(step, 3, device)
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(timed(ours, steps, device))
-        b.append(timed(theirs, steps, device))
-    ratios = [x / y for x, y in zip(a, b)]
-    return statistics.median(ratios), statistics.median(a) * 1e3, statistics.median(b) * 1e3
+    """(ours' time per step over torch's, median of paired rounds; each one's median ms per step), with
+    bench.py's alternation (a warm-up each, the order reversed every other round)."""
+    def run(step):
+        def timed():
+            for _ in range(steps):
+                step()
+            sync(device)
+            return steps
+        return timed
+
+    rates = alternate({"ours": run(ours), "torch": run(theirs)}, rounds)  # steps per second
+    return (ratio(rates, "torch", "ours"), 1e3 / statistics.median(rates["ours"]),
+            1e3 / statistics.median(rates["torch"]))
 
 
 def main():
@@ -124,8 +118,8 @@ def main():
             ours, theirs = stepper(model, batch, device, "ours"), stepper(twin, batch, device, "torch")
         else:
             ours, theirs = stepper(model, batch, device), stepper(twin, batch, device)
-        ratio, a, b = compare(ours, theirs, args.rounds, args.steps, device)
-        print(f"{figure:20s} {ratio:.3f}   (ours {a:.3f} ms/step, torch's {b:.3f} ms/step; batch {batch}, {option})")
+        slower, a, b = compare(ours, theirs, args.rounds, args.steps, device)
+        print(f"{figure:20s} {slower:.3f}   (ours {a:.3f} ms/step, torch's {b:.3f} ms/step; batch {batch}, {option})")
 
 
 if __name__ == "__main__":
